@@ -1,0 +1,466 @@
+/**
+ * Config files and command-line overrides, with the semantics of ml_collections' config flags:
+ * a job takes `--config <file>` (a module exporting `getConfig()`), then any number of
+ * `--config.group.key=value` overrides, each parsed to the type the setting already has.
+ * Unknown keys and ill-typed values are errors that name the setting.
+ *
+ * @example
+ * ```ts
+ * const args = parseJobArgs(Deno.args, {
+ *   name: "train",
+ *   defaultConfig: "configs/train.ts",
+ *   options: [{ flags: "--workdir <dir>", description: "log folder", required: true }],
+ * });
+ * const config = await loadJobConfig<TrainConfig>(args);
+ * ```
+ *
+ * @module
+ */
+
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { Command, CommanderError } from "commander";
+
+/** What plain values cannot tell about a config's settings. */
+export interface ConfigSchema {
+  /** Dotted keys whose numbers must be integers (for lists: every element). */
+  integers?: readonly string[];
+  /** Dotted keys restricted to a set of values. */
+  choices?: Readonly<Record<string, readonly (string | number)[]>>;
+  /** Keys that may be null, with the type their non-null value has (null defaults are strings otherwise). */
+  nullable?: Readonly<Record<string, "string" | "number">>;
+}
+
+/** One `--config.key=value` from the command line, value still text. */
+export interface ConfigOverride {
+  /** Dotted key below `config`, e.g. "training.batch_size". */
+  key: string;
+  /** The text after `=` (or the next argument). */
+  value: string;
+}
+
+/** A nested config: groups of settings. */
+export type ConfigObject = { [key: string]: unknown };
+
+/** A loaded config module. */
+export interface ConfigModule<T = ConfigObject> {
+  getConfig(): T;
+  schema?: ConfigSchema;
+}
+
+function isGroup(v: unknown): v is ConfigObject {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** Every leaf setting as [dotted key, value], in declaration order. */
+export function flattenConfig(config: object, prefix = ""): Array<[string, unknown]> {
+  const out: Array<[string, unknown]> = [];
+  for (const [k, v] of Object.entries(config)) {
+    const key = prefix ? `${prefix}.${k}` : k;
+    if (isGroup(v) && Object.keys(v).length > 0) out.push(...flattenConfig(v, key));
+    else out.push([key, v]);
+  }
+  return out;
+}
+
+function levenshtein(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0];
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const cur = row[j];
+      row[j] = Math.min(row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+  }
+  return row[b.length];
+}
+
+/** Up to `max` known keys that look like `key` (edit distance, or the same last name). */
+export function closeMatches(key: string, known: readonly string[], max = 5): string[] {
+  const last = key.split(".").pop()!.toLowerCase();
+  const scored = known.map((k) => {
+    let d = levenshtein(key.toLowerCase(), k.toLowerCase());
+    const kl = k.split(".").pop()!.toLowerCase();
+    if (kl === last || levenshtein(kl, last) <= 1) d = Math.min(d, 1);
+    else if (kl.includes(last) || last.includes(kl)) d = Math.min(d, 2);
+    return { k, d };
+  });
+  const limit = Math.max(2, Math.floor(key.length / 3));
+  return scored.filter((s) => s.d <= limit).sort((a, b) => a.d - b.d).slice(0, max).map((s) => s.k);
+}
+
+function unknownKeyError(key: string, config: ConfigObject): Error {
+  const known = flattenConfig(config).map(([k]) => k);
+  const near = closeMatches(key, known);
+  const hint = near.length > 0
+    ? ` Did you mean: ${near.join(", ")}?`
+    : ` Known keys: ${known.join(", ")}.`;
+  return new Error(`Unknown config key "config.${key}".${hint}`);
+}
+
+function unquote(text: string): string {
+  const t = text.trim();
+  if (t.length >= 2 && (t[0] === "'" || t[0] === '"') && t[t.length - 1] === t[0]) {
+    return t.slice(1, -1);
+  }
+  return text;
+}
+
+function parseNumber(text: string): number | undefined {
+  const t = text.trim();
+  // Python literals allow 1_000_000; Number() does not.
+  const clean = /^[+-]?[\d.]/.test(t) ? t.replace(/(\d)_(?=\d)/g, "$1") : t;
+  if (clean === "" || !/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(clean)) {
+    if (/^[+-]?(inf|infinity)$/i.test(clean)) return clean.startsWith("-") ? -Infinity : Infinity;
+    return undefined;
+  }
+  return Number(clean);
+}
+
+function parseBoolean(text: string): boolean | undefined {
+  const t = text.trim().toLowerCase();
+  if (t === "true" || t === "t" || t === "1") return true;
+  if (t === "false" || t === "f" || t === "0") return false;
+  return undefined;
+}
+
+type Kind = "string" | "number" | "boolean" | "list";
+
+function kindOf(v: unknown): Kind {
+  if (Array.isArray(v)) return "list";
+  if (typeof v === "number") return "number";
+  if (typeof v === "boolean") return "boolean";
+  return "string";
+}
+
+/** Split a list literal's inside at top-level commas, keeping quoted commas. */
+function splitList(inner: string): string[] {
+  const parts: string[] = [];
+  let cur = "";
+  let quote = "";
+  for (const ch of inner) {
+    if (quote) {
+      if (ch === quote) quote = "";
+      cur += ch;
+    } else if (ch === "'" || ch === '"') {
+      quote = ch;
+      cur += ch;
+    } else if (ch === ",") {
+      parts.push(cur);
+      cur = "";
+    } else cur += ch;
+  }
+  parts.push(cur);
+  // "(1,)" and "[1, 2,]" end with an empty item.
+  if (parts.length > 0 && parts[parts.length - 1].trim() === "") parts.pop();
+  return parts.map((p) => p.trim());
+}
+
+function typeError(key: string, expected: string, text: string): Error {
+  return new Error(`Config override "config.${key}": expected ${expected}, got "${text}".`);
+}
+
+function parseScalar(key: string, text: string, kind: Kind, integer: boolean): unknown {
+  if (kind === "boolean") {
+    const b = parseBoolean(text);
+    if (b === undefined) throw typeError(key, "a boolean (true/false)", text);
+    return b;
+  }
+  if (kind === "number") {
+    const n = parseNumber(unquote(text));
+    if (n === undefined) throw typeError(key, integer ? "an integer" : "a number", text);
+    if (integer && !Number.isInteger(n)) throw typeError(key, "an integer", text);
+    return n;
+  }
+  return unquote(text);
+}
+
+/** Guess an element's kind when the current list is empty. */
+function guessKind(text: string): Kind {
+  if (parseNumber(text) !== undefined) return "number";
+  if (/^(true|false)$/i.test(text.trim())) return "boolean";
+  return "string";
+}
+
+/**
+ * Parse an override's text to the type of the setting's current value.
+ *
+ * @param key dotted key (for messages and the schema)
+ * @param text the text given on the command line
+ * @param current the setting's current value
+ * @param schema integer / nullable hints
+ */
+export function parseOverrideValue(
+  key: string,
+  text: string,
+  current: unknown,
+  schema: ConfigSchema = {},
+): unknown {
+  const nullableAs = schema.nullable?.[key];
+  const integer = schema.integers?.includes(key) ?? false;
+  if ((current === null || current === undefined || nullableAs) && /^(none|null)$/i.test(text)) {
+    return null;
+  }
+  const kind: Kind = current === null || current === undefined
+    ? (nullableAs ?? "string")
+    : kindOf(current);
+  if (kind !== "list") return parseScalar(key, text, kind, integer);
+  const t = text.trim();
+  let inner = t;
+  if (/^[[(]/.test(t)) {
+    const close = t[0] === "[" ? "]" : ")";
+    if (!t.endsWith(close)) throw typeError(key, `a list like [1, 2] or (1, 2)`, text);
+    inner = t.slice(1, -1);
+  }
+  const items = inner.trim() === "" ? [] : splitList(inner);
+  const list = current as unknown[];
+  return items.map((item, i) => {
+    const elemKind = list.length > 0 ? kindOf(list[0]) : guessKind(item);
+    if (elemKind === "list") throw typeError(key, "a flat list", text);
+    try {
+      return parseScalar(`${key}[${i}]`, item, elemKind, integer);
+    } catch {
+      throw typeError(
+        key,
+        `a list of ${integer ? "integers" : elemKind === "number" ? "numbers" : elemKind + "s"}`,
+        text,
+      );
+    }
+  });
+}
+
+function checkChoice(key: string, value: unknown, schema: ConfigSchema, where: string): void {
+  const choices = schema.choices?.[key];
+  if (choices && value !== null && !choices.includes(value as string | number)) {
+    throw new Error(
+      `${where} "config.${key}": "${value}" is not one of ${
+        choices.map((c) => `"${c}"`).join(", ")
+      }.`,
+    );
+  }
+}
+
+/**
+ * Apply overrides to `config` in place (and return it). Keys are checked against the config
+ * (locked: no new keys), values parsed to the type of the value they replace.
+ */
+export function applyOverrides<T extends object>(
+  config: T,
+  overrides: readonly ConfigOverride[] | Readonly<Record<string, string>>,
+  schema: ConfigSchema = {},
+): T {
+  const list: ConfigOverride[] = Array.isArray(overrides)
+    ? [...overrides]
+    : Object.entries(overrides).map(([key, value]) => ({ key, value }));
+  const root = config as ConfigObject;
+  for (const { key, value } of list) {
+    const path = key.split(".");
+    if (path.some((p) => p === "")) throw new Error(`Config override "config.${key}": empty key.`);
+    let group: ConfigObject = root;
+    for (let i = 0; i < path.length - 1; i++) {
+      const next = group[path[i]];
+      if (!isGroup(next)) throw unknownKeyError(key, root);
+      group = next;
+    }
+    const name = path[path.length - 1];
+    if (!Object.hasOwn(group, name)) throw unknownKeyError(key, root);
+    const current = group[name];
+    if (isGroup(current)) {
+      const inside = Object.keys(current).map((k) => `${key}.${k}`);
+      throw new Error(
+        `Config override "config.${key}" names a group of settings; set one of: ${
+          inside.join(", ") || "(none)"
+        }.`,
+      );
+    }
+    const parsed = parseOverrideValue(key, value, current, schema);
+    checkChoice(key, parsed, schema, "Config override");
+    group[name] = parsed;
+  }
+  return config;
+}
+
+/** Check a config's integers and choices against its schema (e.g. after a user's config file). */
+export function validateConfig(config: object, schema: ConfigSchema, source = "config"): void {
+  const values = new Map(flattenConfig(config));
+  for (const key of schema.integers ?? []) {
+    if (!values.has(key)) continue;
+    const v = values.get(key);
+    const all = Array.isArray(v) ? v : [v];
+    for (const x of all) {
+      if (x !== null && !(typeof x === "number" && Number.isInteger(x))) {
+        throw new Error(`${source}: "config.${key}" must be an integer, got ${JSON.stringify(v)}.`);
+      }
+    }
+  }
+  for (const key of Object.keys(schema.choices ?? {})) {
+    if (values.has(key)) checkChoice(key, values.get(key), schema, source + ":");
+  }
+}
+
+/** Import a config module (a file exporting `getConfig()` and optionally `schema`). */
+export async function importConfigModule<T = ConfigObject>(path: string): Promise<ConfigModule<T>> {
+  const abs = resolve(path);
+  if (!existsSync(abs)) throw new Error(`--config: config file not found: ${path}`);
+  let mod: Record<string, unknown>;
+  try {
+    mod = await import(pathToFileURL(abs).href);
+  } catch (e) {
+    throw new Error(`--config: cannot import ${path}: ${(e as Error).message}`);
+  }
+  if (typeof mod.getConfig !== "function") {
+    throw new Error(`--config: ${path} does not export a getConfig() function.`);
+  }
+  return { getConfig: mod.getConfig as () => T, schema: mod.schema as ConfigSchema | undefined };
+}
+
+/** Import a config file and return a fresh config from its `getConfig()`. */
+export async function loadConfigModule<T = ConfigObject>(path: string): Promise<T> {
+  const mod = await importConfigModule<T>(path);
+  const config = mod.getConfig();
+  if (!isGroup(config)) {
+    throw new Error(`--config: getConfig() of ${path} did not return an object.`);
+  }
+  if (mod.schema) validateConfig(config, mod.schema, path);
+  return config;
+}
+
+/** The config as indented JSON (for `index.json`-style records and logs). */
+export function configToJson(config: object): string {
+  return JSON.stringify(config, null, 2);
+}
+
+function formatScalar(v: unknown): string {
+  if (v === null || v === undefined) return "null";
+  if (typeof v === "string") return v === "" || /^\s|\s$|[:#\n]/.test(v) ? JSON.stringify(v) : v;
+  if (Array.isArray(v)) return `[${v.map(formatScalar).join(", ")}]`;
+  return String(v);
+}
+
+/** The config as YAML-like indented lines, as ml_collections prints a ConfigDict. */
+export function formatConfig(config: object, indent = ""): string {
+  const lines: string[] = [];
+  for (const [k, v] of Object.entries(config)) {
+    if (isGroup(v)) {
+      if (Object.keys(v).length === 0) lines.push(`${indent}${k}: {}`);
+      else lines.push(`${indent}${k}:`, formatConfig(v, indent + "  "));
+    } else lines.push(`${indent}${k}: ${formatScalar(v)}`);
+  }
+  return lines.join("\n");
+}
+
+/** One extra option of a job (commander flags syntax, e.g. "--workdir <dir>"). */
+export interface JobOption {
+  flags: string;
+  description: string;
+  /** Default value when the option is absent. */
+  default?: string;
+  /** The job refuses to run without it. */
+  required?: boolean;
+}
+
+/** What a job's command line looks like. */
+export interface JobSpec {
+  /** Program name in help and errors. */
+  name: string;
+  description?: string;
+  /** Config file used when `--config` is absent; without it `--config` is required. */
+  defaultConfig?: string;
+  /** Options beyond `--config` and `--comment`. */
+  options?: readonly JobOption[];
+  /** Exit the process on bad arguments or `--help` (default true); false throws instead. */
+  exitOnError?: boolean;
+}
+
+/** A parsed job command line. */
+export interface JobArgs {
+  /** The config file. */
+  config: string;
+  /** A note on the run (`--comment`). */
+  comment?: string;
+  /** The job's other options by name (`eval_folder`, `workdir`, ...). */
+  options: Record<string, string | boolean | undefined>;
+  /** `--config.x.y=v` overrides in command-line order. */
+  overrides: ConfigOverride[];
+}
+
+/** Pull `--config.key=value` and `--config.key value` out of argv; the rest goes to commander. */
+export function splitConfigOverrides(
+  argv: readonly string[],
+): { rest: string[]; overrides: ConfigOverride[] } {
+  const rest: string[] = [];
+  const overrides: ConfigOverride[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--") {
+      rest.push(...argv.slice(i));
+      break;
+    }
+    if (!a.startsWith("--config.")) {
+      rest.push(a);
+      continue;
+    }
+    const body = a.slice("--config.".length);
+    const eq = body.indexOf("=");
+    if (eq >= 0) {
+      overrides.push({ key: body.slice(0, eq), value: body.slice(eq + 1) });
+    } else if (i + 1 < argv.length && !argv[i + 1].startsWith("--")) {
+      overrides.push({ key: body, value: argv[++i] });
+    } else {
+      // A bare `--config.flag` switches a boolean on, as absl's boolean flags do.
+      overrides.push({ key: body, value: "true" });
+    }
+  }
+  return { rest, overrides };
+}
+
+/**
+ * Parse a job's command line: `--config <file>`, `--comment <text>`, the job's own options,
+ * and `--config.x.y=v` overrides (applied later by {@link loadJobConfig}).
+ */
+export function parseJobArgs(argv: readonly string[], spec: JobSpec): JobArgs {
+  const { rest, overrides } = splitConfigOverrides(argv);
+  const exit = spec.exitOnError ?? true;
+  const program = new Command(spec.name);
+  if (spec.description) program.description(spec.description);
+  if (spec.defaultConfig) {
+    program.option("--config <file>", "config file exporting getConfig()", spec.defaultConfig);
+  } else program.requiredOption("--config <file>", "config file exporting getConfig()");
+  program.option("--comment <text>", "a note on this run, written to the log");
+  for (const o of spec.options ?? []) {
+    if (o.required) program.requiredOption(o.flags, o.description, o.default);
+    else program.option(o.flags, o.description, o.default);
+  }
+  program.addHelpText(
+    "after",
+    "\nConfig overrides:\n  --config.<group>.<key>=<value>  set one setting of the config file",
+  );
+  if (!exit) {
+    program.exitOverride();
+    program.configureOutput({ writeErr: () => {}, writeOut: () => {} });
+  }
+  try {
+    program.parse(rest, { from: "user" });
+  } catch (e) {
+    if (e instanceof CommanderError) throw new Error(`${spec.name}: ${e.message}`);
+    throw e;
+  }
+  const opts = program.opts() as Record<string, string | boolean | undefined>;
+  const { config, comment, ...options } = opts;
+  return { config: config as string, comment: comment as string | undefined, options, overrides };
+}
+
+/** Load the job's config file, check it, and apply its command-line overrides. */
+export async function loadJobConfig<T = ConfigObject>(args: JobArgs): Promise<T> {
+  const mod = await importConfigModule<T>(args.config);
+  const config = mod.getConfig();
+  if (!isGroup(config)) {
+    throw new Error(`--config: getConfig() of ${args.config} did not return an object.`);
+  }
+  const schema = mod.schema ?? {};
+  validateConfig(config, schema, args.config);
+  return applyOverrides(config, args.overrides, schema);
+}

@@ -1,0 +1,335 @@
+/// <reference types="@webgpu/types" />
+/**
+ * The GPU context: adapter and device with the adapter's maximum limits, a pipeline cache, a pooled
+ * buffer allocator and a batched command recorder. Every kernel launch goes through {@link Gpu.dispatch};
+ * work is submitted in batches and read back only where a value is really needed.
+ */
+import { BufferPool } from "./pool.ts";
+import { GpuError } from "./errors.ts";
+
+export { GpuError };
+
+/** Storage usage of every tensor buffer: kernels read and write it, uploads and read-backs copy it. */
+export const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC |
+  GPUBufferUsage.COPY_DST;
+
+const UNIFORM_ALIGN = 256;
+const ARENA_BYTES = 1 << 20;
+/** Submit after this many dispatches even without a sync point, so lavapipe and drivers stay busy. */
+const MAX_DISPATCHES_PER_SUBMIT = 2048;
+
+export interface GpuOptions {
+  /** Use f16 storage where the adapter has `shader-f16` (default true). */
+  allowF16?: boolean;
+  powerPreference?: GPUPowerPreference;
+}
+
+/** A compiled compute kernel: its pipeline and the name errors are reported under. */
+export interface Kernel {
+  name: string;
+  pipeline: GPUComputePipeline;
+  usesUniforms: boolean;
+}
+
+export class Gpu {
+  readonly pool: BufferPool;
+  readonly hasF16: boolean;
+  readonly hasTimestamps: boolean;
+  /** Count of dispatches since creation, for benchmarks and tests. */
+  dispatchCount = 0;
+  private readonly pipelines = new Map<string, Kernel>();
+  private readonly pendingChecks: Promise<void>[] = [];
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private batchOps: string[] = [];
+  private arena = new Uint8Array(new ArrayBuffer(ARENA_BYTES));
+  private arenaUsed = 0;
+  private arenaBuffer: GPUBuffer;
+  private uncaptured: GpuError | null = null;
+  private lost: string | null = null;
+  /** Buffers to return to the pool once the batch that last used them has been submitted. */
+  private afterSubmit: (() => void)[] = [];
+
+  private constructor(
+    readonly adapter: GPUAdapter,
+    readonly device: GPUDevice,
+    readonly info: GPUAdapterInfo,
+    allowF16: boolean,
+  ) {
+    this.hasF16 = allowF16 && device.features.has("shader-f16");
+    this.hasTimestamps = device.features.has("timestamp-query");
+    this.pool = new BufferPool(device, STORAGE_USAGE);
+    this.arenaBuffer = this.newArenaBuffer();
+    device.addEventListener("uncapturederror", (ev) => {
+      const e = (ev as GPUUncapturedErrorEvent).error;
+      this.uncaptured ??= new GpuError(
+        `GPU error during [${this.batchOps.slice(-8).join(", ")}]: ${e.message}`,
+      );
+    });
+    device.lost.then((info) => {
+      this.lost = `GPU device lost (${info.reason}): ${info.message}`;
+    });
+  }
+
+  /** Opens the default adapter with its maximum limits and useful features. */
+  static async open(opts: GpuOptions = {}): Promise<Gpu> {
+    if (typeof navigator === "undefined" || !navigator.gpu) {
+      throw new GpuError(
+        "WebGPU is not available in this runtime (navigator.gpu is missing); run with Deno 2 or newer.",
+      );
+    }
+    const adapter = await navigator.gpu.requestAdapter({
+      powerPreference: opts.powerPreference ?? "high-performance",
+    });
+    if (!adapter) {
+      throw new GpuError(
+        "No WebGPU adapter found. Install your GPU's Vulkan/Metal/D3D12 drivers, or on a CPU-only " +
+          "Linux machine install Mesa's software Vulkan driver: `apt-get install mesa-vulkan-drivers`.",
+      );
+    }
+    const wanted: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
+    const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
+    const requiredLimits: Record<string, number> = {};
+    for (
+      const k of [
+        "maxStorageBufferBindingSize",
+        "maxBufferSize",
+        "maxComputeWorkgroupStorageSize",
+        "maxComputeInvocationsPerWorkgroup",
+        "maxComputeWorkgroupSizeX",
+        "maxComputeWorkgroupSizeY",
+        "maxComputeWorkgroupSizeZ",
+        "maxComputeWorkgroupsPerDimension",
+        "maxStorageBuffersPerShaderStage",
+        "maxBindGroups",
+      ] as const
+    ) requiredLimits[k] = adapter.limits[k];
+    const device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
+    return new Gpu(adapter, device, adapter.info, opts.allowF16 ?? true);
+  }
+
+  get limits(): GPUSupportedLimits {
+    return this.device.limits;
+  }
+
+  /** Human-readable adapter description for logs and benchmark records. */
+  describe(): {
+    description: string;
+    vendor: string;
+    fallback: boolean;
+    features: string[];
+  } {
+    return {
+      description: this.info.description || this.info.device || "unknown",
+      vendor: this.info.vendor,
+      fallback: (this.info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter ??
+        false,
+      features: [...this.device.features].sort(),
+    };
+  }
+
+  /**
+   * Returns the cached pipeline for `key`, compiling `code` on first use. Compile errors are
+   * collected and thrown (naming the kernel) at the next sync point.
+   */
+  kernel(name: string, key: string, code: () => string): Kernel {
+    const cacheKey = `${name}|${key}`;
+    const hit = this.pipelines.get(cacheKey);
+    if (hit) return hit;
+    const src = code();
+    this.device.pushErrorScope("validation");
+    const module = this.device.createShaderModule({ code: src, label: name });
+    const pipeline = this.device.createComputePipeline({
+      layout: "auto",
+      compute: { module, entryPoint: "main" },
+      label: name,
+    });
+    const check = this.device.popErrorScope().then(async (err) => {
+      if (!err) return;
+      const info = await module.getCompilationInfo();
+      const msgs = info.messages.map((m) => `  ${m.lineNum}:${m.linePos} ${m.type}: ${m.message}`);
+      throw new GpuError(
+        `kernel '${name}' (${key}) failed to compile: ${err.message}\n${msgs.join("\n")}`,
+      );
+    });
+    this.pendingChecks.push(check);
+    const k: Kernel = { name, pipeline, usesUniforms: /var<uniform>/.test(src) };
+    this.pipelines.set(cacheKey, k);
+    return k;
+  }
+
+  /** Number of distinct compiled pipelines (for tests of the cache). */
+  get pipelineCount(): number {
+    return this.pipelines.size;
+  }
+
+  /**
+   * Records one dispatch. `buffers` bind to @binding(1..n) in order; `uniforms` (if the kernel
+   * declares a uniform) bind to @binding(0).
+   */
+  dispatch(
+    k: Kernel,
+    buffers: GPUBuffer[],
+    uniforms: ArrayBufferView | null,
+    workgroups: [number, number?, number?],
+  ): void {
+    this.throwIfBroken();
+    const maxWg = this.limits.maxComputeWorkgroupsPerDimension;
+    const [x, y = 1, z = 1] = workgroups;
+    if (x > maxWg || y > maxWg || z > maxWg) {
+      throw new GpuError(
+        `kernel '${k.name}': dispatch [${x}, ${y}, ${z}] exceeds maxComputeWorkgroupsPerDimension ${maxWg}`,
+      );
+    }
+    if (x === 0 || y === 0 || z === 0) return;
+    const entries: GPUBindGroupEntry[] = [];
+    if (k.usesUniforms) {
+      if (!uniforms) throw new GpuError(`kernel '${k.name}' needs uniforms`);
+      const size = uniforms.byteLength;
+      if (this.arenaUsed + size > ARENA_BYTES) this.flush();
+      const off = this.arenaUsed;
+      this.arena.set(new Uint8Array(uniforms.buffer, uniforms.byteOffset, size), off);
+      this.arenaUsed = off + Math.ceil(Math.max(size, 16) / UNIFORM_ALIGN) * UNIFORM_ALIGN;
+      entries.push({ binding: 0, resource: { buffer: this.arenaBuffer, offset: off, size } });
+    }
+    buffers.forEach((b, i) => entries.push({ binding: i + 1, resource: { buffer: b } }));
+    const bindGroup = this.device.createBindGroup({
+      layout: k.pipeline.getBindGroupLayout(0),
+      entries,
+      label: k.name,
+    });
+    if (!this.pass) {
+      this.encoder = this.device.createCommandEncoder();
+      this.pass = this.encoder.beginComputePass();
+    }
+    this.pass.setPipeline(k.pipeline);
+    this.pass.setBindGroup(0, bindGroup);
+    this.pass.dispatchWorkgroups(x, y, z);
+    this.batchOps.push(k.name);
+    this.dispatchCount++;
+    if (this.batchOps.length >= MAX_DISPATCHES_PER_SUBMIT) this.flush();
+  }
+
+  /** Records a buffer-to-buffer copy in the current batch. */
+  copy(src: GPUBuffer, srcOff: number, dst: GPUBuffer, dstOff: number, bytes: number): void {
+    this.endPass();
+    this.encoder ??= this.device.createCommandEncoder();
+    this.encoder.copyBufferToBuffer(src, srcOff, dst, dstOff, bytes);
+    this.batchOps.push("copy");
+  }
+
+  /** Runs `fn` once the current batch is submitted (used to recycle buffers safely). */
+  onSubmit(fn: () => void): void {
+    this.afterSubmit.push(fn);
+  }
+
+  private endPass(): void {
+    if (this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
+  }
+
+  /** Submits all recorded work. */
+  flush(): void {
+    this.endPass();
+    if (this.encoder) {
+      if (this.arenaUsed > 0) {
+        this.device.queue.writeBuffer(this.arenaBuffer, 0, this.arena, 0, this.arenaUsed);
+      }
+      this.device.queue.submit([this.encoder.finish()]);
+      this.encoder = null;
+      // The arena buffer is in flight now; writes for the next batch go to a fresh one so they
+      // cannot overtake the submitted commands' reads.
+      if (this.arenaUsed > 0) {
+        const old = this.arenaBuffer;
+        this.arenaBuffer = this.newArenaBuffer();
+        this.afterSubmit.push(() => this.retireArena(old));
+      }
+      this.arenaUsed = 0;
+      this.batchOps = [];
+    }
+    const fns = this.afterSubmit;
+    this.afterSubmit = [];
+    for (const f of fns) f();
+  }
+
+  private spareArenas: GPUBuffer[] = [];
+  private newArenaBuffer(): GPUBuffer {
+    return this.spareArenas.pop() ?? this.device.createBuffer({
+      size: ARENA_BYTES,
+      usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      label: "uniform-arena",
+    });
+  }
+  private retireArena(b: GPUBuffer): void {
+    // writeBuffer is ordered after earlier submits on the queue, so a retired arena can be reused.
+    if (this.spareArenas.length < 4) this.spareArenas.push(b);
+    else b.destroy();
+  }
+
+  /** Uploads host data into `buffer` at `offset`, after any recorded work that precedes it. */
+  write(buffer: GPUBuffer, offset: number, data: ArrayBufferView): void {
+    this.throwIfBroken();
+    // queue.writeBuffer runs before not-yet-submitted commands, so submit them first.
+    this.flush();
+    let bytes = new Uint8Array(data.buffer as ArrayBuffer, data.byteOffset, data.byteLength);
+    if (bytes.byteLength % 4 !== 0) {
+      const padded = new Uint8Array(new ArrayBuffer(Math.ceil(bytes.byteLength / 4) * 4));
+      padded.set(bytes);
+      bytes = padded;
+    }
+    this.device.queue.writeBuffer(buffer, offset, bytes);
+  }
+
+  /** Reads `bytes` bytes of `buffer` from `offset` back to the host (a sync point). */
+  async read(buffer: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
+    const padded = Math.ceil(bytes / 4) * 4;
+    const staging = this.device.createBuffer({
+      size: Math.max(padded, 4),
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    this.copy(buffer, offset, staging, 0, padded);
+    this.flush();
+    try {
+      await staging.mapAsync(GPUMapMode.READ);
+    } catch (e) {
+      await this.sync();
+      throw e;
+    }
+    const out = staging.getMappedRange().slice(0, bytes);
+    staging.unmap();
+    staging.destroy();
+    await this.checkErrors();
+    return out;
+  }
+
+  /** Waits for all submitted work and surfaces any error it raised. */
+  async sync(): Promise<void> {
+    this.flush();
+    await this.device.queue.onSubmittedWorkDone();
+    await this.checkErrors();
+  }
+
+  private async checkErrors(): Promise<void> {
+    const checks = this.pendingChecks.splice(0);
+    await Promise.all(checks);
+    this.throwIfBroken();
+  }
+
+  private throwIfBroken(): void {
+    if (this.lost) throw new GpuError(this.lost);
+    if (this.uncaptured) {
+      const e = this.uncaptured;
+      this.uncaptured = null;
+      throw e;
+    }
+  }
+
+  /** Releases pooled memory and destroys the device. */
+  destroy(): void {
+    this.flush();
+    this.pool.trim();
+    this.device.destroy();
+  }
+}

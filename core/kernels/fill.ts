@@ -1,0 +1,21 @@
+/** Fills a tensor with a constant, in place (no autograd: used for zeros, ones and gradient seeds). */
+import type { Tensor } from "../tensor/tensor.ts";
+import { f32u, grid1d, GRID_ARGS, header, linearIndex, packUniforms, wgslType } from "./common.ts";
+
+const WG = 256;
+
+export function fill(t: Tensor, value: number): void {
+  const gpu = t.gpu;
+  const T = wgslType(t.dtype);
+  const k = gpu.kernel("fill", T, () =>
+    `${header(t.dtype)}
+struct U { n: u32, v: f32 };
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read_write> y: array<${T}>;
+@compute @workgroup_size(${WG})
+fn main(${GRID_ARGS}) {
+  let i = ${linearIndex(WG)};
+  if (i < u.n) { y[i] = ${T}(u.v); }
+}`);
+  gpu.dispatch(k, [t.buffer], packUniforms([t.size, f32u(value)]), grid1d(gpu, t.size, WG));
+}

@@ -1,0 +1,197 @@
+/**
+ * Reverse-mode autograd. Ops call {@link record} when grad mode is on and an input requires grad;
+ * {@link backward} walks the recorded graph once, releasing each op's saved activations as soon as its
+ * backward has run, and accumulates leaf gradients into `.grad`.
+ */
+import { GpuError } from "../gpu/errors.ts";
+import { type GradNode, sameShape, Tensor } from "./tensor.ts";
+import { keep, tidy } from "./scope.ts";
+
+let gradEnabled = true;
+
+/** Whether ops record onto the tape now. */
+export function isGradEnabled(): boolean {
+  return gradEnabled;
+}
+
+/** Runs `fn` with recording off (inference, EMA updates, optimizer steps). */
+export function noGrad<T>(fn: () => T): T {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** Async variant of {@link noGrad}. */
+export async function noGradAsync<T>(fn: () => Promise<T>): Promise<T> {
+  const prev = gradEnabled;
+  gradEnabled = false;
+  try {
+    return await fn();
+  } finally {
+    gradEnabled = prev;
+  }
+}
+
+/** Sets grad mode for a scope of code and returns the previous mode. */
+export function setGradEnabled(on: boolean): boolean {
+  const prev = gradEnabled;
+  gradEnabled = on;
+  return prev;
+}
+
+/** Whether an op with these inputs must be recorded. */
+export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
+  return gradEnabled && inputs.some((t) => t?.requiresGrad);
+}
+
+/**
+ * Keeps a tensor for backward: an alias that survives the caller disposing the original and is
+ * released by the node after its backward ran.
+ */
+export function save(t: Tensor): Tensor {
+  return keep(t.alias());
+}
+
+/**
+ * Attaches a node to `out` if any input requires grad. `backward` gets the output gradient and returns
+ * one gradient per input (null where none is needed); `saved` tensors are released after it runs.
+ * `force` records even when no input requires grad (a block whose parameters do).
+ */
+export function record(
+  op: string,
+  out: Tensor,
+  inputs: (Tensor | null | undefined)[],
+  backward: (g: Tensor) => (Tensor | null)[],
+  saved: Tensor[] = [],
+  force = false,
+): Tensor {
+  if (!(force ? gradEnabled : needsGrad(...inputs))) {
+    for (const s of saved) s.dispose();
+    return out;
+  }
+  const ins = inputs.map((t) => (t?.requiresGrad ? t : null));
+  const node: GradNode = {
+    op,
+    inputs: ins,
+    backward,
+    release() {
+      for (const s of saved) s.dispose();
+      saved.length = 0;
+    },
+  };
+  out.node = node;
+  out.requiresGrad = true;
+  return out;
+}
+
+/** Topological order (inputs before outputs) of the graph below `roots`. */
+function topoOrder(roots: Tensor[]): Tensor[] {
+  const order: Tensor[] = [];
+  const seen = new Set<Tensor>();
+  // Iterative DFS: UNet graphs are deep enough to overflow a recursive walk.
+  const stack: [Tensor, number][] = roots.filter((r) => r.node).map((r) => [r, 0]);
+  for (const r of roots) seen.add(r);
+  while (stack.length) {
+    const top = stack[stack.length - 1];
+    const [t, i] = top;
+    const ins = t.node?.inputs ?? [];
+    if (i < ins.length) {
+      top[1]++;
+      const c = ins[i];
+      if (c && c.node && !seen.has(c)) {
+        seen.add(c);
+        stack.push([c, 0]);
+      }
+    } else {
+      stack.pop();
+      order.push(t);
+    }
+  }
+  return order;
+}
+
+function accumulateLeaf(leaf: Tensor, g: Tensor, addInto: (a: Tensor, b: Tensor) => void): void {
+  if (!sameShape(leaf.shape, g.shape)) {
+    throw new GpuError(`backward: gradient [${g.shape}] does not match leaf [${leaf.shape}]`);
+  }
+  if (leaf.grad) {
+    addInto(leaf.grad, g);
+    g.dispose();
+  } else {
+    leaf.grad = keep(g);
+  }
+}
+
+/**
+ * Backpropagates from `roots` (scalars get gradient 1 unless `grads` are given). Leaf tensors that
+ * require grad accumulate into `.grad`; the graph is released as it is consumed.
+ */
+export function backward(
+  roots: Tensor[],
+  grads: Tensor[],
+  addInto: (a: Tensor, b: Tensor) => void,
+): void {
+  const pending = new Map<Tensor, Tensor>();
+  roots.forEach((r, i) => {
+    const g = grads[i];
+    if (!r.requiresGrad) throw new GpuError(`backward: ${r} does not require grad`);
+    if (!r.node) accumulateLeaf(r, keep(g.alias()), addInto);
+    else pending.set(r, keep(g.alias()));
+  });
+  const order = topoOrder(roots);
+  for (let k = order.length - 1; k >= 0; k--) {
+    const t = order[k];
+    const node = t.node!;
+    const g = pending.get(t);
+    pending.delete(t);
+    t.node = null;
+    if (!g) {
+      node.release();
+      continue;
+    }
+    const ins = tidy(() => {
+      const r = node.backward(g);
+      if (r.length !== node.inputs.length) {
+        throw new GpuError(`backward of '${node.op}' returned ${r.length} grads`);
+      }
+      return r;
+    });
+    g.dispose();
+    node.release();
+    ins.forEach((gi, i) => {
+      const input = node.inputs[i];
+      if (!gi) return;
+      if (!input) {
+        gi.dispose();
+        return;
+      }
+      keep(gi);
+      if (!sameShape(gi.shape, input.shape)) {
+        throw new GpuError(
+          `backward of '${node.op}': gradient [${gi.shape}] for input [${input.shape}]`,
+        );
+      }
+      if (!input.node) accumulateLeaf(input, gi, addInto);
+      else {
+        const prev = pending.get(input);
+        if (prev) {
+          addInto(prev, gi);
+          gi.dispose();
+        } else pending.set(input, gi);
+      }
+    });
+  }
+  for (const g of pending.values()) g.dispose();
+}
+
+/** Drops the graph below `t` without computing gradients (frees saved activations). */
+export function releaseGraph(t: Tensor): void {
+  for (const x of topoOrder([t])) {
+    x.node?.release();
+    x.node = null;
+  }
+}

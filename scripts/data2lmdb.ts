@@ -1,0 +1,56 @@
+/**
+ * `deno task data2lmdb --dpath <root>/content/images`: packs the pair .npy files of a generation
+ * run into `<root>/content/lmdb` (key i = pair i, checked against captions.txt).
+ *
+ * @module
+ */
+
+import { Command } from "commander";
+import cliProgress from "cli-progress";
+import { data2lmdb } from "../core/data/data2lmdb.ts";
+
+const program = new Command()
+  .name("data2lmdb")
+  .description("Pack a folder of pair .npy files into an LMDB database beside it (<content>/lmdb).")
+  .requiredOption(
+    "--dpath <dir>",
+    "folder of {i}.npy pair files, e.g. data/coco2014_reflow/test/content/images",
+  )
+  .option("--batch-size <n>", "pairs read and written per batch", "256")
+  .option("--overwrite", "replace an existing <content>/lmdb", false)
+  .parse(["deno", "data2lmdb", ...Deno.args]);
+
+const opts = program.opts<{ dpath: string; batchSize: string; overwrite: boolean }>();
+const batchSize = Number(opts.batchSize);
+if (!Number.isSafeInteger(batchSize) || batchSize <= 0) {
+  console.error(`--batch-size must be a positive integer, got ${opts.batchSize}`);
+  Deno.exit(2);
+}
+
+const bar = new cliProgress.SingleBar(
+  { format: "data2lmdb [{bar}] {value}/{total} pairs | {eta_formatted} left" },
+  cliProgress.Presets.shades_classic,
+);
+let started = false;
+try {
+  const result = await data2lmdb({
+    dpath: opts.dpath,
+    batchSize,
+    overwrite: opts.overwrite,
+    onProgress: (done, total) => {
+      if (!started) {
+        bar.start(total, 0);
+        started = true;
+      }
+      bar.update(done);
+    },
+  });
+  if (started) bar.stop();
+  console.log(
+    `wrote ${result.count} pairs of shape [2, ${result.shape.join(", ")}] to ${result.lmdbPath}`,
+  );
+} catch (err) {
+  if (started) bar.stop();
+  console.error(`data2lmdb: ${(err as Error).message}`);
+  Deno.exit(1);
+}
