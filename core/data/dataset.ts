@@ -8,7 +8,7 @@
 
 import { join } from "node:path";
 import { readCaptions } from "./captions.ts";
-import { halfBitsToFloat32 } from "./float16.ts";
+import { f16BitsToF32 as halfBitsToFloat32 } from "../io/half.ts";
 import type { NpyArray } from "./npy.ts";
 import { openLmdbPairStore, openNpyPairStore, pairPaths, type PairStore } from "./pair_store.ts";
 import { PythonRandom } from "./python_random.ts";

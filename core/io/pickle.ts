@@ -359,8 +359,7 @@ class Unpickler {
           this.#dict(this.#top()).set(k, v);
           break;
         }
-        case 0x75: // SETITEMS
-        {
+        case 0x75: { // SETITEMS
           const items = this.#popMark();
           this.#pairsInto(this.#dict(this.#top()), items);
           break;

@@ -6,7 +6,7 @@
 import type { Module } from "../nn/module.ts";
 import { openWeights, type WeightReader } from "../io/weights.ts";
 import { writeSafetensors } from "../io/safetensors.ts";
-import { f32ToF16Bits } from "../tensor/half.ts";
+import { f32ToF16Bits } from "../io/half.ts";
 import { readMany } from "../tensor/readback.ts";
 
 export interface LoadReport {

@@ -4,7 +4,7 @@
  * the gradient all-reduce would otherwise pay it per tensor.
  */
 /// <reference types="@webgpu/types" />
-import { f16BitsToF32 } from "./half.ts";
+import { f16BitsToF32 } from "../io/half.ts";
 import type { Tensor } from "./tensor.ts";
 
 const CHUNK_BYTES = 64 << 20;

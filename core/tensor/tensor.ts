@@ -5,7 +5,7 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { GpuError } from "../gpu/errors.ts";
-import { f16BitsToF32, f32ToF16Bits } from "./half.ts";
+import { f16BitsToF32, f32ToF16Bits } from "../io/half.ts";
 import { currentScope } from "./scope.ts";
 
 export type DType = "f32" | "f16" | "i32";

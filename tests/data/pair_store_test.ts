@@ -6,7 +6,7 @@ import {
   pairPaths,
   validatePair,
 } from "../../core/data/pair_store.ts";
-import { halfBitsToFloat32 } from "../../core/data/float16.ts";
+import { f16BitsToF32 as halfBitsToFloat32 } from "../../core/io/half.ts";
 import { LmdbBulkWriter } from "../../core/data/lmdb_file.ts";
 import { ORIGINAL_ROOT, originalValue } from "./helpers.ts";
 

@@ -27,6 +27,13 @@ Deno.test("numpy pickles of float16/float32/int64 at protocols 2, 4, 5 decode ex
   }
 });
 
+Deno.test("numpy scalars decode to 0-d arrays", () => {
+  for (const proto of [2, 4]) {
+    const a = decodeNumpyPickle(read(`np_scalar_p${proto}.pkl`));
+    assert.deepEqual(a, { dtype: "float32", shape: [], data: new Float32Array([-1.75]) });
+  }
+});
+
 Deno.test("the original tool's LMDB_ndarray values decode to the pair array", () => {
   const want = EXPECTED.lmdb_pair;
   for (const proto of [2, 4]) {

@@ -65,3 +65,35 @@ export class PrecompiledCharsmap {
     return { length: bestLen, replacement: this.#normalized.subarray(start, end) };
   }
 }
+
+/**
+ * Apply only the charsmap to `text` (longest match at each position, unmatched characters kept),
+ * without sentencepiece's whitespace handling. This is what a `tokenizer.json` `Precompiled`
+ * normalizer does, apart from the Rust crate's grapheme-cluster fallback for long clusters.
+ */
+export function applyCharsmap(text: string, map: PrecompiledCharsmap): string {
+  const bytes = new TextEncoder().encode(text);
+  const parts: Uint8Array[] = [];
+  let pos = 0;
+  let plainStart = 0;
+  while (pos < bytes.length) {
+    const hit = map.match(bytes, pos);
+    if (!hit) {
+      const lead = bytes[pos];
+      pos += lead < 0x80 ? 1 : lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : 2;
+      continue;
+    }
+    parts.push(bytes.subarray(plainStart, pos), hit.replacement);
+    pos += hit.length;
+    plainStart = pos;
+  }
+  parts.push(bytes.subarray(plainStart, Math.min(pos, bytes.length)));
+  const total = parts.reduce((n, p) => n + p.length, 0);
+  const out = new Uint8Array(total);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return new TextDecoder().decode(out);
+}
