@@ -13,9 +13,10 @@ import { XlmRobertaTokenizer } from "./xlmr.ts";
 /** Options for {@link loadTokenizer}. */
 export interface LoadTokenizerOptions {
   /**
-   * `"json"` (default) uses `tokenizer.json` when present; `"slow"` prefers the slow files
-   * (`sentencepiece.bpe.model` / `vocab.json` + `merges.txt`), which is what diffusers pipelines
-   * that name `CLIPTokenizer` / `XLMRobertaTokenizer` in `model_index.json` actually run.
+   * `"slow"` (default) prefers the slow files (`sentencepiece.bpe.model` / `vocab.json` +
+   * `merges.txt`), which is what diffusers pipelines that name `CLIPTokenizer` /
+   * `XLMRobertaTokenizer` in `model_index.json` run (fast and slow disagree on rare text);
+   * `"json"` uses `tokenizer.json` when present. A folder with only one kind uses that one.
    */
   prefer?: "json" | "slow";
   /** Override the row length (default: `model_max_length` from the config, else 77). */
@@ -48,7 +49,7 @@ export async function loadTokenizer(
 ): Promise<TextTokenizer> {
   const opts = { maxLength: options.maxLength };
   const hasJson = await exists(join(folder, "tokenizer.json"));
-  if (hasJson && options.prefer !== "slow") return await JsonTokenizer.fromFolder(folder, opts);
+  if (hasJson && options.prefer === "json") return await JsonTokenizer.fromFolder(folder, opts);
   if (await exists(join(folder, "sentencepiece.bpe.model"))) {
     return await XlmRobertaTokenizer.fromFolder(folder, opts);
   }

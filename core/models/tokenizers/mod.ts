@@ -8,7 +8,7 @@
 export type { TextTokenizer, TokenBatch, TokenizerKind } from "./types.ts";
 export { packRows } from "./types.ts";
 export { loadTokenizer, type LoadTokenizerOptions } from "./load.ts";
-export { ClipTokenizer, type ClipOptions, clipBasicClean } from "./clip.ts";
+export { clipBasicClean, type ClipOptions, ClipTokenizer } from "./clip.ts";
 export { XlmRobertaTokenizer, type XlmrOptions } from "./xlmr.ts";
 export { JsonTokenizer, type JsonTokenizerOptions } from "./hf_json.ts";
 export { SentencePieceProcessor, type SpmEncoding } from "./sentencepiece.ts";

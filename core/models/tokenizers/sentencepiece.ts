@@ -95,7 +95,9 @@ export class SentencePieceProcessor {
     this.model = model;
     const { trainer, normalizer } = model;
     if (trainer.modelType !== 1) {
-      throw new Error(`${source}: sentencepiece model type ${trainer.modelType} is not unigram (1)`);
+      throw new Error(
+        `${source}: sentencepiece model type ${trainer.modelType} is not unigram (1)`,
+      );
     }
     if (trainer.byteFallback) throw new Error(`${source}: byte_fallback models are not supported`);
     if (trainer.treatWhitespaceAsSuffix) {
@@ -172,7 +174,7 @@ export class SentencePieceProcessor {
     while (pos < input.length) {
       const [piece, used] = this.#normalizePrefix(input, pos);
       let start = 0;
-      if (prevSpace) while (start < piece.length && piece[start] === 0x20) start++;
+      if (prevSpace) { while (start < piece.length && piece[start] === 0x20) start++; }
       if (start < piece.length) {
         for (let i = start; i < piece.length; i++) {
           if (piece[i] === 0x20) out.push(space);

@@ -49,7 +49,9 @@ export function packRows(
 ): TokenBatch {
   const room = maxLength - prefix.length - suffix.length;
   if (room < 0) {
-    throw new Error(`max length ${maxLength} cannot hold ${prefix.length + suffix.length} specials`);
+    throw new Error(
+      `max length ${maxLength} cannot hold ${prefix.length + suffix.length} specials`,
+    );
   }
   const ids = new Int32Array(rows.length * maxLength).fill(padId);
   const mask = new Int32Array(rows.length * maxLength);

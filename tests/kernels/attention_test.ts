@@ -1,0 +1,155 @@
+import assert from "node:assert/strict";
+import { assertClose, checkOp, rand, testGpu } from "../helpers/gpu.ts";
+import { attention } from "../../core/kernels/attention.ts";
+import { Tensor } from "../../core/tensor/tensor.ts";
+import { tidy } from "../../core/tensor/scope.ts";
+
+interface Case {
+  b: number;
+  lq: number;
+  lk: number;
+  h: number;
+  d: number;
+  scale?: number;
+}
+
+/** float64 attention on [B, L, H*D] layouts; `rows` limits which query rows are computed. */
+function refAttention(
+  q: Float64Array,
+  k: Float64Array,
+  v: Float64Array,
+  c: Case,
+  rows?: number[],
+): Float64Array {
+  const { b: nb, lq, lk, h: nh, d } = c;
+  const hd = nh * d;
+  const scale = c.scale ?? 1 / Math.sqrt(d);
+  const out = new Float64Array(nb * lq * hd);
+  const s = new Float64Array(lk);
+  for (let b = 0; b < nb; b++) {
+    for (const i of rows ?? [...Array(lq).keys()]) {
+      for (let h = 0; h < nh; h++) {
+        const qo = (b * lq + i) * hd + h * d;
+        let m = -Infinity;
+        for (let j = 0; j < lk; j++) {
+          const ko = (b * lk + j) * hd + h * d;
+          let dot = 0;
+          for (let e = 0; e < d; e++) dot += q[qo + e] * k[ko + e];
+          s[j] = dot * scale;
+          m = Math.max(m, s[j]);
+        }
+        let z = 0;
+        for (let j = 0; j < lk; j++) z += (s[j] = Math.exp(s[j] - m));
+        for (let j = 0; j < lk; j++) {
+          const p = s[j] / z, vo = (b * lk + j) * hd + h * d;
+          for (let e = 0; e < d; e++) out[qo + e] += p * v[vo + e];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+const shapes = (c: Case) => [[c.b, c.lq, c.h * c.d], [c.b, c.lk, c.h * c.d], [c.b, c.lk, c.h * c.d]];
+
+const cases: Case[] = [
+  { b: 1, lq: 5, lk: 7, h: 1, d: 8 },
+  { b: 2, lq: 37, lk: 77, h: 3, d: 40 },
+  { b: 1, lq: 9, lk: 1, h: 2, d: 16 },
+  { b: 2, lq: 70, lk: 70, h: 2, d: 10 }, // D not a multiple of 4, L past one 64-row workgroup
+  { b: 1, lq: 3, lk: 33, h: 1, d: 160 },
+  { b: 1, lq: 6, lk: 5, h: 2, d: 8, scale: 0.9 },
+];
+
+for (const c of cases) {
+  Deno.test(`attention ${JSON.stringify(c)}`, async () => {
+    await checkOp({
+      shapes: shapes(c),
+      gpu: ([q, k, v]) => attention(q, k, v, { heads: c.h, scale: c.scale }),
+      ref: ([q, k, v]) => refAttention(q, k, v, c),
+      tol: 2e-5,
+      gradTol: 3e-3,
+    });
+  });
+}
+
+Deno.test("attention with large logits (online softmax rescaling)", async () => {
+  const c: Case = { b: 1, lq: 20, lk: 50, h: 2, d: 12 };
+  await checkOp({
+    shapes: shapes(c),
+    init: (i, n) => rand(n, 100 + i, -3, 3),
+    gpu: ([q, k, v]) => attention(q, k, v, { heads: c.h }),
+    ref: ([q, k, v]) => refAttention(q, k, v, c),
+    tol: 2e-5,
+    gradTol: 5e-3,
+  });
+});
+
+Deno.test("attention f16", async () => {
+  const gpu = await testGpu();
+  if (!gpu.hasF16) return;
+  for (const c of [{ b: 2, lq: 37, lk: 77, h: 3, d: 40 }, { b: 1, lq: 11, lk: 13, h: 2, d: 6 }]) {
+    await checkOp({
+      shapes: shapes(c),
+      dtype: "f16",
+      gpu: ([q, k, v]) => attention(q, k, v, { heads: c.h }),
+      ref: ([q, k, v]) => refAttention(q, k, v, c),
+      tol: 3e-3,
+      gradTol: 3e-2,
+    });
+  }
+});
+
+Deno.test("attention 1024 x 1024 never allocates the score matrix", async () => {
+  const gpu = await testGpu();
+  const c: Case = { b: 1, lq: 1024, lk: 1024, h: 1, d: 64 };
+  const [qh, kh, vh] = shapes(c).map((s, i) => rand(s[0] * s[1] * s[2], 500 + i));
+  const [q, k, v] = [qh, kh, vh].map((x, i) => {
+    const t = Tensor.from(gpu, Float32Array.from(x), shapes(c)[i]);
+    t.requiresGrad = true;
+    return t;
+  });
+  gpu.pool.resetPeak();
+  const before = gpu.pool.liveBytes;
+  const t0 = performance.now();
+  const out = tidy(() => attention(q, k, v, { heads: 1 }));
+  const got = await out.toF32();
+  const ms = performance.now() - t0;
+  const scores = c.lq * c.lk * 4;
+  const grew = gpu.pool.peakBytes - before;
+  assert.ok(grew < scores / 4, `forward grew the pool by ${grew} bytes (scores: ${scores})`);
+  const rows = [0, 1, 63, 64, 511, 1000, 1023];
+  const want = refAttention(qh, kh, vh, c, rows);
+  const pick = (a: ArrayLike<number>) => rows.flatMap((r) => Array.from({ length: 64 }, (_, e) => a[r * 64 + e]));
+  assertClose(pick(got), pick(want), 2e-5, "sampled rows");
+  // Backward too stays O(L * D): dq, dk, dv and two per-row vectors.
+  gpu.pool.resetPeak();
+  const before2 = gpu.pool.liveBytes;
+  const g = Tensor.from(gpu, Float32Array.from(rand(out.size, 9)), out.shape);
+  const { backward } = await import("../../core/tensor/autograd.ts");
+  const { accumulate } = await import("../helpers/gpu.ts");
+  backward([out], [g], accumulate);
+  await q.grad!.toF32();
+  const grew2 = gpu.pool.peakBytes - before2;
+  assert.ok(grew2 < scores / 2, `backward grew the pool by ${grew2} bytes (scores: ${scores})`);
+  console.log(`attention 1024x1024x64 forward+read ${ms.toFixed(1)} ms`);
+  for (const t of [q, k, v]) {
+    t.grad?.dispose();
+    t.dispose();
+  }
+  g.dispose();
+  out.dispose();
+});
+
+Deno.test("attention errors name the op and shapes", async () => {
+  const gpu = await testGpu();
+  const q = Tensor.empty(gpu, [2, 5, 12]);
+  const k = Tensor.empty(gpu, [2, 7, 12]);
+  const v = Tensor.empty(gpu, [2, 6, 12]);
+  assert.throws(
+    () => attention(q, k, v, { heads: 3 }),
+    /attention: shapes do not match \(q \[2,5,12\], k \[2,7,12\], v \[2,6,12\]/,
+  );
+  assert.throws(() => attention(q, k, k, { heads: 5 }), /attention: last axis 12 .* 5 heads/);
+  for (const t of [q, k, v]) t.dispose();
+});
