@@ -31,3 +31,15 @@ export {
   zerosLike,
 } from "./kernels/strided_copy.ts";
 export { fill } from "./kernels/fill.ts";
+export { softmax } from "./kernels/softmax.ts";
+export { layerNorm } from "./kernels/layer_norm.ts";
+export { groupNorm, type GroupNormOptions } from "./kernels/group_norm.ts";
+export { attention, type AttentionOptions } from "./kernels/attention.ts";
+export { randomNormal, type RandomOptions, randomUniform } from "./kernels/random.ts";
+export { timestepEmbedding } from "./kernels/timestep_embedding.ts";
+export { embedding, embeddingFromHost } from "./kernels/embedding.ts";
+export { interpolateNearest, upsampleNearest2x } from "./kernels/upsample.ts";
+export { geglu } from "./kernels/geglu.ts";
+export { mse, type MseReduction } from "./kernels/mse.ts";
+export { cast } from "./kernels/cast.ts";
+export { linear, matmul } from "./kernels/matmul.ts";

@@ -20,8 +20,8 @@ import type { DType } from "../tensor/tensor.ts";
 import {
   checkArgs,
   f32u,
-  GRID_ARGS,
   grid1d,
+  GRID_ARGS,
   header,
   linearIndex,
   packUniforms,
@@ -55,7 +55,8 @@ interface Dims {
 }
 
 /** Attention's shared uniforms: scale2 = scale * log2(e) turns exp into exp2. */
-const UNIFORMS = `struct U { bh: u32, h: u32, lq: u32, lk: u32, d: u32, hd: u32, scale2: f32, scale: f32 };
+const UNIFORMS =
+  `struct U { bh: u32, h: u32, lq: u32, lk: u32, d: u32, hd: u32, scale2: f32, scale: f32 };
 @group(0) @binding(0) var<uniform> u: U;`;
 
 function uniforms(d: Dims): Uint32Array {
@@ -98,7 +99,11 @@ function rowBuffers(
 fn ${write ? "st" : "ld"}_${name}(base: u32, d4: u32${write ? ", v: vec4<f32>" : ""})${
         write ? "" : " -> vec4<f32>"
       } {
-  ${write ? `${name}[base / 4u + d4] = vec4<${T}>(v);` : `return vec4<f32>(${name}[base / 4u + d4]);`}
+  ${
+        write
+          ? `${name}[base / 4u + d4] = vec4<${T}>(v);`
+          : `return vec4<f32>(${name}[base / 4u + d4]);`
+      }
 }`;
     }
     if (write) {
@@ -268,13 +273,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 /** delta[bh, i] = sum_d dO[i, d] * O[i, d], one thread per (batch, head, row). */
 function delta(o: Tensor, g: Tensor, d: Dims): Tensor {
   const c = context(o, d);
-  const kern = c.gpu.kernel("attention_backward_delta", c.key, () =>
-    `${
-      preamble(c.dt, c.d4, c.tile, [
-        { name: "o", write: false, binding: 1 },
-        { name: "go", write: false, binding: 2 },
-      ], c.vec)
-    }
+  const kern = c.gpu.kernel(
+    "attention_backward_delta",
+    c.key,
+    () =>
+      `${
+        preamble(c.dt, c.d4, c.tile, [
+          { name: "o", write: false, binding: 1 },
+          { name: "go", write: false, binding: 2 },
+        ], c.vec)
+      }
 @group(0) @binding(3) var<storage, read_write> dl: array<f32>;
 @compute @workgroup_size(64)
 fn main(${GRID_ARGS}) {
@@ -285,7 +293,8 @@ fn main(${GRID_ARGS}) {
   var acc = vec4<f32>(0.0);
   for (var e = 0u; e < D4; e++) { acc = fma(ld_o(base, e), ld_go(base, e), acc); }
   dl[t] = hsum(acc);
-}`);
+}`,
+  );
   const out = Tensor.empty(c.gpu, [d.b, d.h, d.lq], "f32");
   const n = d.b * d.h * d.lq;
   c.gpu.dispatch(kern, [o.buffer, g.buffer, out.buffer], uniforms(d), grid1d(c.gpu, n, 64));
@@ -368,17 +377,20 @@ function gradKV(
   d: Dims,
 ): { dk: Tensor; dv: Tensor } {
   const c = context(q, d);
-  const kern = c.gpu.kernel("attention_backward_dkdv", c.key, () =>
-    `${
-      preamble(c.dt, c.d4, c.tile, [
-        { name: "q", write: false, binding: 1 },
-        { name: "k", write: false, binding: 2 },
-        { name: "v", write: false, binding: 3 },
-        { name: "go", write: false, binding: 4 },
-        { name: "dk", write: true, binding: 7 },
-        { name: "dv", write: true, binding: 8 },
-      ], c.vec)
-    }
+  const kern = c.gpu.kernel(
+    "attention_backward_dkdv",
+    c.key,
+    () =>
+      `${
+        preamble(c.dt, c.d4, c.tile, [
+          { name: "q", write: false, binding: 1 },
+          { name: "k", write: false, binding: 2 },
+          { name: "v", write: false, binding: 3 },
+          { name: "go", write: false, binding: 4 },
+          { name: "dk", write: true, binding: 7 },
+          { name: "dv", write: true, binding: 8 },
+        ], c.vec)
+      }
 @group(0) @binding(5) var<storage, read> lse: array<f32>;
 @group(0) @binding(6) var<storage, read> dl: array<f32>;
 var<workgroup> qt: array<vec4<f32>, ${c.tile * c.d4}>;
@@ -431,7 +443,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     ${unroll(c.d4, (e) => `st_dk(base, ${e}u, dka${e} * u.scale);`)}
     ${unroll(c.d4, (e) => `st_dv(base, ${e}u, dva${e});`)}
   }
-}`);
+}`,
+  );
   const dk = Tensor.empty(c.gpu, k.shape, c.dt);
   const dv = Tensor.empty(c.gpu, v.shape, c.dt);
   c.gpu.dispatch(

@@ -18,8 +18,8 @@ import { Tensor } from "../tensor/tensor.ts";
 import {
   checkArgs,
   f32u,
-  GRID_ARGS,
   grid1d,
+  GRID_ARGS,
   header,
   linearIndex,
   packUniforms,
@@ -134,18 +134,21 @@ function apply(x: Tensor, st: Tensor, w: Tensor | null, b: Tensor | null, d: Dim
   const T = wgslType(x.dtype);
   const W = wgslType(w?.dtype ?? b?.dtype ?? "f32");
   const hw = w !== null, hb = b !== null;
-  const k = gpu.kernel("group_norm", `${T}|${W}|${hw}|${hb}|${silu}`, () =>
-    `${header(x.dtype, w?.dtype ?? "f32", b?.dtype ?? "f32")}
+  const k = gpu.kernel(
+    "group_norm",
+    `${T}|${W}|${hw}|${hb}|${silu}`,
+    () =>
+      `${header(x.dtype, w?.dtype ?? "f32", b?.dtype ?? "f32")}
 ${UNIFORMS}
 ${
-      bindings([
-        ["x", "read", T],
-        ["st", "read", "f32"],
-        hw ? ["w", "read", W] : null,
-        hb ? ["b", "read", W] : null,
-        ["y", "read_write", T],
-      ])
-    }
+        bindings([
+          ["x", "read", T],
+          ["st", "read", "f32"],
+          hw ? ["w", "read", W] : null,
+          hb ? ["b", "read", W] : null,
+          ["y", "read_write", T],
+        ])
+      }
 @compute @workgroup_size(${EW_WG})
 fn main(${GRID_ARGS}) {
   let i = ${linearIndex(EW_WG)};
@@ -158,7 +161,8 @@ fn main(${GRID_ARGS}) {
   ${hb ? "v = v + f32(b[ch]);" : ""}
   ${silu ? "v = v / (1.0 + exp(-v));" : ""}
   y[i] = ${T}(v);
-}`);
+}`,
+  );
   const y = Tensor.empty(gpu, x.shape, x.dtype);
   const bufs = [x.buffer, st.buffer, ...(w ? [w.buffer] : []), ...(b ? [b.buffer] : []), y.buffer];
   gpu.dispatch(k, bufs, uniforms(d), grid1d(gpu, x.size, EW_WG));
@@ -359,7 +363,9 @@ export function groupNorm(
   if (x.shape.length < 2) throw new GpuError(`group_norm: x needs shape [N, C, ...] (${desc()})`);
   const [n, c] = x.shape;
   if (!Number.isInteger(groups) || groups < 1 || c % groups !== 0) {
-    throw new GpuError(`group_norm: channels ${c} are not divisible into ${groups} groups (${desc()})`);
+    throw new GpuError(
+      `group_norm: channels ${c} are not divisible into ${groups} groups (${desc()})`,
+    );
   }
   for (const p of [w, b]) {
     if (p && (p.shape.length !== 1 || p.shape[0] !== c)) {

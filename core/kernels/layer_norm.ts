@@ -87,19 +87,22 @@ function backwardX(x: Tensor, w: Tensor | null, stats: Tensor, g: Tensor): Tenso
   const T = wgslType(x.dtype);
   const W = wgslType(w?.dtype ?? "f32");
   const hw = w !== null;
-  const k = gpu.kernel("layer_norm_backward_x", `${T}|${W}|${hw}`, () =>
-    `${header(x.dtype, w?.dtype ?? "f32")}
+  const k = gpu.kernel(
+    "layer_norm_backward_x",
+    `${T}|${W}|${hw}`,
+    () =>
+      `${header(x.dtype, w?.dtype ?? "f32")}
 struct U { rows: u32, cols: u32 };
 @group(0) @binding(0) var<uniform> u: U;
 ${
-      bindings([
-        ["x", "read", T],
-        hw ? ["w", "read", W] : null,
-        ["stats", "read", "f32"],
-        ["g", "read", T],
-        ["dx", "read_write", T],
-      ])
-    }
+        bindings([
+          ["x", "read", T],
+          hw ? ["w", "read", W] : null,
+          ["stats", "read", "f32"],
+          ["g", "read", T],
+          ["dx", "read_write", T],
+        ])
+      }
 ${wgReduceWgsl(WG)}
 @compute @workgroup_size(${WG})
 fn main(${ROW_ARGS}) {
@@ -123,7 +126,8 @@ fn main(${ROW_ARGS}) {
     let xh = (f32(x[base + j]) - mean) * rstd;
     dx[base + j] = ${T}(rstd * (gw - a - xh * b));
   }
-}`);
+}`,
+  );
   const cols = x.shape[x.shape.length - 1];
   const rows = x.size / cols;
   const dx = Tensor.empty(gpu, x.shape, x.dtype);
@@ -152,7 +156,13 @@ function backwardAffine(
     `${header(x.dtype)}
 struct U { rows: u32, cols: u32, chunk: u32 };
 @group(0) @binding(0) var<uniform> u: U;
-${bindings([["x", "read", T], ["stats", "read", "f32"], ["g", "read", T], ["part", "read_write", "f32"]])}
+${
+      bindings([["x", "read", T], ["stats", "read", "f32"], ["g", "read", T], [
+        "part",
+        "read_write",
+        "f32",
+      ]])
+    }
 @compute @workgroup_size(${COL_WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let c = gid.x;

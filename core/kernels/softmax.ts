@@ -91,4 +91,3 @@ export function softmax(x: Tensor): Tensor {
   const sy = keep(out.alias());
   return record("softmax", out, [x], (g) => [softmaxBackward(sy, g)], [sy]);
 }
-

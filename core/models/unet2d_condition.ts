@@ -260,12 +260,10 @@ export class UNet2DConditionModel extends Module {
     }
     return tidy(() => {
       const x = c.center_input_sample ? ops.scale(sample, 2, -1) : sample;
-      const tProj = timestepEmbedding(
-        timesteps,
-        c.block_out_channels[0],
-        c.flip_sin_to_cos,
-        c.freq_shift,
-      );
+      const tProj = timestepEmbedding(timesteps, c.block_out_channels[0], {
+        flipSinToCos: c.flip_sin_to_cos,
+        downscaleFreqShift: c.freq_shift,
+      });
       const emb = this.time_embedding.forward(tProj);
       let h = this.conv_in.forward(x);
       const skips: Tensor[] = [h];

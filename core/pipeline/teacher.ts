@@ -41,7 +41,7 @@ export interface PromptEncoder {
   /** ids [B*L] row-major, optional mask -> hidden states [B, L, D]. */
   encode(ids: Int32Array, mask: Int32Array | null, B: number, L: number): Tensor;
   /** transformers config; `use_attention_mask: true` makes the pipeline pass the mask. */
-  readonly config?: { use_attention_mask?: boolean } & Record<string, unknown>;
+  readonly config?: object;
 }
 
 /** A teacher: maps captions and their noise z0 to the final latents z1 (host float32). */
@@ -67,7 +67,9 @@ export function encodeCaptions(
   captions: readonly string[],
 ): Tensor {
   const tok = tokenizer.encode([...captions]);
-  const mask = encoder.config?.use_attention_mask === true ? tok.mask : null;
+  // The model classes carry their transformers config even where the interface does not say so.
+  const config = (encoder as { config?: { use_attention_mask?: unknown } }).config;
+  const mask = config?.use_attention_mask === true ? tok.mask : null;
   return noGrad(() => encoder.encode(tok.ids, mask, captions.length, tok.length));
 }
 
@@ -181,7 +183,7 @@ export class DiffusionTeacher implements Teacher {
     const scheduler = DPMSolverMultistepScheduler.fromConfig(this.schedulerConfig);
     scheduler.setTimesteps(this.inferSteps);
     const sigma0 = scheduler.initNoiseSigma;
-    let latents = Float32Array.from(z0, (v) => v * sigma0);
+    let latents: Float32Array = Float32Array.from(z0, (v) => v * sigma0);
     const ctx = this.context(captions);
     try {
       for (const t of scheduler.timesteps) {

@@ -134,7 +134,9 @@ export interface ReflowLossOptions {
 export function checkLossKind(loss: string): void {
   if (loss === "l2") return;
   if (loss === "lpips" || loss === "lpips+l2") {
-    throw new Error(`config.reflow.reflow_loss = "${loss}": not implemented yet (issue 8); use "l2"`);
+    throw new Error(
+      `config.reflow.reflow_loss = "${loss}": not implemented yet (issue 8); use "l2"`,
+    );
   }
   throw new Error(`config.reflow.reflow_loss: unknown loss "${loss}" (expected "l2")`);
 }

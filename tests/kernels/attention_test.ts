@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
-import { assertClose, checkOp, rand, testGpu } from "../helpers/gpu.ts";
+import { accumulate, assertClose, checkOp, rand, testGpu } from "../helpers/gpu.ts";
 import { attention } from "../../core/kernels/attention.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 import { tidy } from "../../core/tensor/scope.ts";
+import { backward } from "../../core/tensor/autograd.ts";
 
 interface Case {
   b: number;
@@ -39,7 +40,7 @@ function refAttention(
           m = Math.max(m, s[j]);
         }
         let z = 0;
-        for (let j = 0; j < lk; j++) z += (s[j] = Math.exp(s[j] - m));
+        for (let j = 0; j < lk; j++) z += s[j] = Math.exp(s[j] - m);
         for (let j = 0; j < lk; j++) {
           const p = s[j] / z, vo = (b * lk + j) * hd + h * d;
           for (let e = 0; e < d; e++) out[qo + e] += p * v[vo + e];
@@ -50,7 +51,9 @@ function refAttention(
   return out;
 }
 
-const shapes = (c: Case) => [[c.b, c.lq, c.h * c.d], [c.b, c.lk, c.h * c.d], [c.b, c.lk, c.h * c.d]];
+const shapes = (
+  c: Case,
+) => [[c.b, c.lq, c.h * c.d], [c.b, c.lk, c.h * c.d], [c.b, c.lk, c.h * c.d]];
 
 const cases: Case[] = [
   { b: 1, lq: 5, lk: 7, h: 1, d: 8 },
@@ -120,14 +123,13 @@ Deno.test("attention 1024 x 1024 never allocates the score matrix", async () => 
   assert.ok(grew < scores / 4, `forward grew the pool by ${grew} bytes (scores: ${scores})`);
   const rows = [0, 1, 63, 64, 511, 1000, 1023];
   const want = refAttention(qh, kh, vh, c, rows);
-  const pick = (a: ArrayLike<number>) => rows.flatMap((r) => Array.from({ length: 64 }, (_, e) => a[r * 64 + e]));
+  const pick = (a: ArrayLike<number>) =>
+    rows.flatMap((r) => Array.from({ length: 64 }, (_, e) => a[r * 64 + e]));
   assertClose(pick(got), pick(want), 2e-5, "sampled rows");
   // Backward too stays O(L * D): dq, dk, dv and two per-row vectors.
   gpu.pool.resetPeak();
   const before2 = gpu.pool.liveBytes;
   const g = Tensor.from(gpu, Float32Array.from(rand(out.size, 9)), out.shape);
-  const { backward } = await import("../../core/tensor/autograd.ts");
-  const { accumulate } = await import("../helpers/gpu.ts");
   backward([out], [g], accumulate);
   await q.grad!.toF32();
   const grew2 = gpu.pool.peakBytes - before2;
@@ -139,6 +141,21 @@ Deno.test("attention 1024 x 1024 never allocates the score matrix", async () => 
   }
   g.dispose();
   out.dispose();
+});
+
+Deno.test("attention gradients of k and v only (q frozen)", async () => {
+  const c: Case = { b: 1, lq: 4, lk: 9, h: 2, d: 8 };
+  await checkOp({
+    shapes: shapes(c),
+    gradInputs: [1, 2],
+    gpu: ([q, k, v]) => {
+      q.requiresGrad = false;
+      return attention(q, k, v, { heads: c.h });
+    },
+    ref: ([q, k, v]) => refAttention(q, k, v, c),
+    tol: 2e-5,
+    gradTol: 3e-3,
+  });
 });
 
 Deno.test("attention errors name the op and shapes", async () => {

@@ -63,7 +63,8 @@ Deno.test("layer_norm with an offset mean", async () => {
   // A large common offset checks that the variance is taken about the mean (no E[x^2] - E[x]^2).
   await checkOp({
     shapes: [[5, 64], [64], [64]],
-    init: (i, n) => Float64Array.from({ length: n }, (_, j) => (i === 0 ? 100 : 0) + Math.sin(j * 0.7 + i)),
+    init: (i, n) =>
+      Float64Array.from({ length: n }, (_, j) => (i === 0 ? 100 : 0) + Math.sin(j * 0.7 + i)),
     gpu: ([x, w, b]) => layerNorm(x, w, b),
     ref: ([x, w, b]) => refLayerNorm(x, 64, w, b, 1e-5),
     tol: 1e-4,

@@ -12,6 +12,7 @@ import { backward, noGrad } from "../../core/tensor/autograd.ts";
 import { tidy } from "../../core/tensor/scope.ts";
 import { addInPlace } from "../../core/kernels/binary.ts";
 import * as ops from "../../core/ops.ts";
+import { mse } from "../../core/kernels/mse.ts";
 import { fixtureJson, fixturePath, npyF32, npyI32 } from "./_fixtures.ts";
 
 const DIR = "unet_sd1_tiny";
@@ -84,8 +85,10 @@ Deno.test("unet: reflow loss and parameter gradients match diffusers (rel L2 <= 
   const ts = Tensor.from(gpu, steps, [B]);
   const c = Tensor.from(gpu, ctx.data, ctx.shape);
   const y = Tensor.from(gpu, target, z0.shape);
-  // Mean over each sample's elements, then over the batch: the overall mean for equal-size samples.
-  const loss = tidy(() => ops.mean(ops.square(ops.sub(unet.forward(x, ts, c), y))));
+  // Mean over each sample's elements, then over the batch.
+  const loss = tidy(() =>
+    ops.mean(mse(unet.forward(x, ts, c), y, { reduction: "per_sample_mean" }))
+  );
   const got = (await loss.toF32())[0];
   assert.ok(
     Math.abs(got - wantLoss) <= 1e-4 * Math.abs(wantLoss),

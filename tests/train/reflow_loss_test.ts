@@ -75,13 +75,18 @@ Deno.test("reflow loss and its gradient match a float64 reference for every sche
         const t = drawT(parseTSchedule(sched), rng, B);
         const w = parameter(gpu, [1, C, 1, 1], w0);
         const sT = Tensor.from(gpu, [s], [1, 1, 1, 1]);
-        const loss = reflowLoss(gpu, (zt, ts) =>
-          ops.add(ops.mul(zt, w), ops.mul(ops.reshape(ts, [B, 1, 1, 1]), sT)), {
-          z0,
-          z1,
-          shape: [B, C, H, W],
-          context,
-        }, t, { loss: "l2", reduceMean, orientation });
+        const loss = reflowLoss(
+          gpu,
+          (zt, ts) => ops.add(ops.mul(zt, w), ops.mul(ops.reshape(ts, [B, 1, 1, 1]), sT)),
+          {
+            z0,
+            z1,
+            shape: [B, C, H, W],
+            context,
+          },
+          t,
+          { loss: "l2", reduceMean, orientation },
+        );
         backward([loss], [Tensor.from(gpu, [1], [1])], addInPlace);
         const got = (await loss.toF32())[0];
         const gw = await w.grad!.toF32();
@@ -90,9 +95,7 @@ Deno.test("reflow loss and its gradient match a float64 reference for every sche
         const dw = new Float64Array(C);
         const coef = reduceMean ? 2 / (B * n) : 1 / B;
         for (let b = 0; b < B; b++) {
-          const ts = orientation === "original"
-            ? Math.floor(999 * t[b])
-            : 999 * (1 - t[b]);
+          const ts = orientation === "original" ? Math.floor(999 * t[b]) : 999 * (1 - t[b]);
           for (let c = 0; c < C; c++) {
             for (let j = 0; j < H * W; j++) {
               const i = b * n + c * H * W + j;
@@ -127,7 +130,7 @@ Deno.test("interpolate: zt = t z1 + (1 - t) z0, target z1 - z0", () => {
 });
 
 const GOLDEN = "/work/shared/golden/unet_sd1_tiny";
-async function unetAvailable(): Promise<boolean> {
+function unetAvailable(): boolean {
   if (!existsSync(join(GOLDEN, "z0.npy"))) return false;
   for (const k of ["conv2d", "timestep_embedding", "attention", "upsample"]) {
     if (!existsSync(new URL(`../../core/kernels/${k}.ts`, import.meta.url))) return false;
@@ -137,7 +140,7 @@ async function unetAvailable(): Promise<boolean> {
 
 Deno.test({
   name: "golden: reflow loss and gradients of diffusers' tiny SD-1.x UNet",
-  ignore: !(await unetAvailable()),
+  ignore: !unetAvailable(),
   fn: async () => {
     const gpu = await testGpu();
     const { loadUNet } = await import("../../core/models/diffusers_folder.ts");

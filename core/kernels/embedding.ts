@@ -1,0 +1,129 @@
+/**
+ * Embedding lookup: out[..., d] = weight[ids[...], d] for i32 ids and a [V, D] table. The backward to
+ * the table is a deterministic gather (WGSL has no float atomics): one thread per (row v, column d)
+ * sums the output gradient over every position whose id is v, in position order, so repeated ids
+ * accumulate the same way on every adapter.
+ */
+import { GpuError } from "../gpu/errors.ts";
+import { record, save } from "../tensor/autograd.ts";
+import { Tensor } from "../tensor/tensor.ts";
+import {
+  checkArgs,
+  grid1d,
+  GRID_ARGS,
+  header,
+  linearIndex,
+  packUniforms,
+  wgslType,
+} from "./common.ts";
+
+const WG = 256;
+
+function gatherRaw(ids: Tensor, weight: Tensor): Tensor {
+  const gpu = weight.gpu;
+  const [V, D] = weight.shape;
+  const n = ids.size * D;
+  const out = Tensor.empty(gpu, [...ids.shape, D], weight.dtype);
+  const T = wgslType(weight.dtype);
+  const k = gpu.kernel("embedding", T, () =>
+    `${header(weight.dtype)}
+struct U { n: u32, d: u32, v: u32 };
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read> ids: array<i32>;
+@group(0) @binding(2) var<storage, read> w: array<${T}>;
+@group(0) @binding(3) var<storage, read_write> y: array<${T}>;
+@compute @workgroup_size(${WG})
+fn main(${GRID_ARGS}) {
+  let i = ${linearIndex(WG)};
+  if (i >= u.n) { return; }
+  let id = ids[i / u.d];
+  // Out-of-range ids (checked on the host where ids come from host data) read as zeros.
+  if (id < 0 || u32(id) >= u.v) { y[i] = ${T}(0.0); return; }
+  y[i] = w[u32(id) * u.d + i % u.d];
+}`);
+  gpu.dispatch(
+    k,
+    [ids.buffer, weight.buffer, out.buffer],
+    packUniforms([n, D, V]),
+    grid1d(gpu, n, WG),
+  );
+  return out;
+}
+
+function scatterGrad(ids: Tensor, g: Tensor, V: number, D: number): Tensor {
+  const gpu = g.gpu;
+  const out = Tensor.empty(gpu, [V, D], g.dtype);
+  const T = wgslType(g.dtype);
+  const k = gpu.kernel("embedding_backward", T, () =>
+    `${header(g.dtype)}
+struct U { n: u32, d: u32, m: u32 };
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read> ids: array<i32>;
+@group(0) @binding(2) var<storage, read> g: array<${T}>;
+@group(0) @binding(3) var<storage, read_write> gw: array<${T}>;
+@compute @workgroup_size(${WG})
+fn main(${GRID_ARGS}) {
+  let i = ${linearIndex(WG)};
+  if (i >= u.n) { return; }
+  let v = i32(i / u.d);
+  let d = i % u.d;
+  var acc = 0.0;
+  for (var p = 0u; p < u.m; p++) {
+    if (ids[p] == v) { acc += f32(g[p * u.d + d]); }
+  }
+  gw[i] = ${T}(acc);
+}`);
+  gpu.dispatch(
+    k,
+    [ids.buffer, g.buffer, out.buffer],
+    packUniforms([V * D, D, ids.size]),
+    grid1d(gpu, V * D, WG),
+  );
+  return out;
+}
+
+/**
+ * Looks up rows of `weight` [V, D] for i32 `ids` of any shape; returns [...ids.shape, D]. Ids outside
+ * [0, V) give zero rows (validate host ids with {@link embeddingFromHost}).
+ * @example const h = embedding(tokenIds, tokenEmbeddingWeight); // [B, 77] -> [B, 77, 768]
+ */
+export function embedding(ids: Tensor, weight: Tensor): Tensor {
+  checkArgs("embedding", [ids], ["i32"]);
+  checkArgs("embedding", [ids, weight]);
+  checkArgs("embedding", [weight], ["f32", "f16"]);
+  if (weight.shape.length !== 2) {
+    throw new GpuError(`embedding: weight must be [V, D], got [${weight.shape}]`);
+  }
+  const [V, D] = weight.shape;
+  const out = gatherRaw(ids, weight);
+  const sIds = save(ids);
+  return record("embedding", out, [null, weight], (g) => [
+    null,
+    scatterGrad(sIds, g.alias([sIds.size, D]), V, D),
+  ], [sIds]);
+}
+
+/**
+ * {@link embedding} for ids held on the host: checks every id against the vocabulary size first, so
+ * a bad token id fails with a message instead of silently reading zeros.
+ */
+export function embeddingFromHost(
+  ids: Int32Array,
+  shape: readonly number[],
+  weight: Tensor,
+): Tensor {
+  checkArgs("embedding", [weight], ["f32", "f16"]);
+  const V = weight.shape[0];
+  for (let i = 0; i < ids.length; i++) {
+    if (ids[i] < 0 || ids[i] >= V) {
+      throw new GpuError(
+        `embedding: id ${ids[i]} at position ${i} is out of range for vocabulary size ${V}`,
+      );
+    }
+  }
+  const t = Tensor.from(weight.gpu, ids, shape, "i32");
+  const out = embedding(t, weight);
+  // The op saved its own alias of the ids for backward.
+  t.dispose();
+  return out;
+}

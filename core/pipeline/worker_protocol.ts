@@ -1,0 +1,34 @@
+/**
+ * What the generate job's parent and its worker processes say to each other: the job goes to the
+ * worker as one JSON line on stdin; the worker answers with `@@reflow {...}` lines on stdout.
+ *
+ * @module
+ */
+
+/** The job of one worker. */
+export interface WorkerJob {
+  /** Worker number (0-based) and the device id it stands for (the config's `devices[k]`). */
+  worker: number;
+  device: number;
+  modelDir: string;
+  imagesDir: string;
+  /** Index of the first pair of this worker's group; `captions[k]` is pair start + k. */
+  start: number;
+  captions: string[];
+  /** Run seed (config seed + part). */
+  seed: number;
+  bs: number;
+  inferSteps: number;
+  guidanceScale: number;
+  negativePrompt: string;
+  latentShape: [number, number, number];
+}
+
+/** Messages a worker sends to its parent. */
+export type WorkerMessage =
+  | { type: "scan"; present: number; missing: number }
+  | { type: "done"; count: number }
+  | { type: "error"; message: string };
+
+/** Prefix of protocol lines on a worker's stdout. */
+export const MESSAGE_PREFIX = "@@reflow ";

@@ -1,0 +1,225 @@
+/**
+ * Training benchmark: steps per second and peak GPU memory of the trainer on a tiny UNet (two
+ * levels, 8x8 latents, batch 2), and the step time of two worker processes (batch 2 each, gradients
+ * averaged over loopback TCP) over that of one. Timings skip the first steps (pipeline compilation).
+ *
+ * Run as a script, this file is the second worker of the two-worker measurement.
+ *
+ * @example
+ * ```ts
+ * const r = await benchTrain({ steps: 10 });
+ * console.log(r.stepsPerSec, r.peakGpuBytes, r.twoWorkerStepRatio);
+ * ```
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Gpu } from "../gpu/device.ts";
+import { UNet2DConditionModel } from "../models/unet2d_condition.ts";
+import { CLIPTextModel } from "../models/text_encoders.ts";
+import type { TextTokenizer } from "../models/tokenizers/types.ts";
+import { writeCaptions } from "../data/captions.ts";
+import { pairPaths, writePairNpy } from "../data/pair_store.ts";
+import { openPairDataset } from "../data/dataset.ts";
+import { f32ToF16Bits } from "../io/half.ts";
+import { getConfig, type TrainConfig } from "../../configs/train.ts";
+import { connectWorker, type GradientExchange, listenHub } from "../dist/allreduce.ts";
+import { runTraining } from "./trainer.ts";
+import { CounterRng } from "./rng.ts";
+
+const UNET = {
+  sample_size: 8,
+  in_channels: 4,
+  out_channels: 4,
+  down_block_types: ["CrossAttnDownBlock2D", "DownBlock2D"],
+  up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D"],
+  block_out_channels: [32, 64],
+  layers_per_block: 1,
+  norm_num_groups: 8,
+  cross_attention_dim: 32,
+  attention_head_dim: 4,
+};
+const CLIP = {
+  vocab_size: 64,
+  hidden_size: 32,
+  intermediate_size: 64,
+  num_hidden_layers: 1,
+  num_attention_heads: 2,
+  max_position_embeddings: 8,
+};
+const tokenizer: TextTokenizer = {
+  kind: "clip",
+  modelMaxLength: 8,
+  padId: 0,
+  encode(texts) {
+    const ids = new Int32Array(texts.length * 8), mask = new Int32Array(texts.length * 8);
+    texts.forEach((t, b) => {
+      const row = [1, ...[...t].slice(0, 6).map((c) => 3 + (c.charCodeAt(0) % 60)), 2];
+      ids.set(row, b * 8);
+      mask.fill(1, b * 8, b * 8 + row.length);
+    });
+    return { ids, mask, length: 8 };
+  },
+};
+
+async function writeData(root: string, n: number): Promise<void> {
+  const p = pairPaths(root);
+  await Deno.mkdir(p.images, { recursive: true });
+  await Deno.writeTextFile(p.index, JSON.stringify({ total_nums: n, bench: true }));
+  await writeCaptions(p.captions, Array.from({ length: n }, (_, i) => `caption ${i}`));
+  const rng = new CounterRng(1);
+  for (let i = 0; i < n; i++) {
+    const z0 = rng.normals(rng.advance(256), 256);
+    const z1 = z0.map((x, j) => 0.3 * x + Math.sin(j / 5));
+    await writePairNpy(p.images, i, [4, 8, 8], f32ToF16Bits(z0), f32ToF16Bits(z1));
+  }
+}
+
+function benchConfig(data: string, steps: number): TrainConfig {
+  const c = getConfig();
+  c.diffusers.gradient_checkpointing = false;
+  c.training = {
+    ...c.training,
+    batch_size: 2,
+    num_steps: steps,
+    log_freq: 1_000_000,
+    eval_freq: 1_000_000,
+    snapshot_freq: 1_000_000,
+    sampling_freq: 1_000_000,
+  };
+  c.data = {
+    ...c.data,
+    image_size: 8,
+    num_channels: 4,
+    train_root: join(data, "train"),
+    eval_root: join(data, "eval"),
+  };
+  c.optim.warmup = 1;
+  return c;
+}
+
+/** Runs the tiny training and returns mean seconds per step after `warm` steps. */
+async function timedRun(
+  gpu: Gpu,
+  data: string,
+  workdir: string,
+  steps: number,
+  warm: number,
+  exchange?: GradientExchange,
+): Promise<number> {
+  const c = benchConfig(data, steps);
+  const times: number[] = [];
+  const models = {
+    unet: UNet2DConditionModel.create(gpu, UNET, 5),
+    textEncoder: CLIPTextModel.create(gpu, CLIP, 3),
+    tokenizer,
+    vae: null,
+  };
+  const trainData = await openPairDataset(c.data.train_root);
+  const evalData = await openPairDataset(c.data.eval_root);
+  try {
+    await runTraining({
+      gpu,
+      config: c,
+      workdir,
+      models,
+      trainData,
+      evalData,
+      exchange,
+      console: false,
+      progress: false,
+      handleSignals: false,
+      onStep: () => times.push(performance.now()),
+    });
+  } finally {
+    models.unet.dispose();
+    models.textEncoder.dispose();
+  }
+  await gpu.sync();
+  return (times[times.length - 1] - times[warm - 1]) / 1000 / (steps - warm);
+}
+
+/** Results of {@link benchTrain}. */
+export interface TrainBench {
+  device: string;
+  /** Optimizer steps per second of one worker (batch 2, tiny UNet). */
+  stepsPerSec: number;
+  /** Peak bytes held by GPU tensors during the one-worker run. */
+  peakGpuBytes: number;
+  /** Seconds per step: one worker, and two workers (batch 2 each). */
+  stepSecs1: number;
+  stepSecs2: number;
+  /** stepSecs2 / stepSecs1 (1 = perfect weak scaling). */
+  twoWorkerStepRatio: number;
+}
+
+/** Measures the trainer on a tiny config; `workers: false` skips the two-worker part. */
+export async function benchTrain(
+  opts: { steps?: number; warm?: number; workers?: boolean; gpu?: Gpu } = {},
+): Promise<TrainBench> {
+  const steps = opts.steps ?? 12;
+  const warm = opts.warm ?? 2;
+  const gpu = opts.gpu ?? await Gpu.open();
+  const tmp = await Deno.makeTempDir({ prefix: "reflow_bench_train_" });
+  try {
+    const data = join(tmp, "data");
+    await writeData(join(data, "train"), 16);
+    await writeData(join(data, "eval"), 4);
+    gpu.pool.resetPeak();
+    const s1 = await timedRun(gpu, data, join(tmp, "one"), steps, warm);
+    const peak = gpu.pool.peakBytes;
+    let s2 = NaN;
+    if (opts.workers ?? true) {
+      const hub = listenHub(2);
+      const child = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          fileURLToPath(import.meta.url),
+          "--bench-worker",
+          data,
+          join(tmp, "w1"),
+          String(hub.port),
+          String(steps),
+        ],
+        stdout: "inherit",
+        stderr: "inherit",
+      }).spawn();
+      const ex = await hub.accept(120_000);
+      try {
+        s2 = await timedRun(gpu, data, join(tmp, "two"), steps, warm, ex);
+      } finally {
+        ex.close();
+      }
+      const st = await child.status;
+      if (st.code !== 0) throw new Error(`benchTrain: worker exited with code ${st.code}`);
+    }
+    return {
+      device: gpu.describe().description,
+      stepsPerSec: 1 / s1,
+      peakGpuBytes: peak,
+      stepSecs1: s1,
+      stepSecs2: s2,
+      twoWorkerStepRatio: s2 / s1,
+    };
+  } finally {
+    if (!opts.gpu) gpu.destroy();
+    await Deno.remove(tmp, { recursive: true });
+  }
+}
+
+if (import.meta.main && Deno.args[0] === "--bench-worker") {
+  const [, data, workdir, port, steps] = Deno.args;
+  const ex = await connectWorker(Number(port), 1, 2);
+  const gpu = await Gpu.open();
+  try {
+    await timedRun(gpu, data, workdir, Number(steps), 1, ex);
+  } finally {
+    ex.close();
+    gpu.destroy();
+  }
+} else if (import.meta.main) {
+  console.log(JSON.stringify(await benchTrain(), null, 2));
+}

@@ -1,0 +1,138 @@
+/**
+ * Shared pieces of the training tests: a tiny UNet (two levels, 8x8 latents), a tiny CLIP text
+ * encoder with a fixed-id tokenizer, a tiny pair data set on disk, and a fast config.
+ */
+import { join } from "node:path";
+import type { Gpu } from "../../core/gpu/device.ts";
+import { UNet2DConditionModel } from "../../core/models/unet2d_condition.ts";
+import { CLIPTextModel } from "../../core/models/text_encoders.ts";
+import type { TextTokenizer } from "../../core/models/tokenizers/types.ts";
+import { writeCaptions } from "../../core/data/captions.ts";
+import { pairPaths, writePairNpy } from "../../core/data/pair_store.ts";
+import { f32ToF16Bits } from "../../core/io/half.ts";
+import { getConfig, type TrainConfig } from "../../configs/train.ts";
+import { openPairDataset } from "../../core/data/dataset.ts";
+import type { TrainerInit, TrainModels } from "../../core/train/trainer.ts";
+import { rand } from "../helpers/gpu.ts";
+
+export const TINY_UNET = {
+  sample_size: 8,
+  in_channels: 4,
+  out_channels: 4,
+  down_block_types: ["CrossAttnDownBlock2D", "DownBlock2D"],
+  up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D"],
+  block_out_channels: [32, 64],
+  layers_per_block: 1,
+  norm_num_groups: 8,
+  cross_attention_dim: 32,
+  attention_head_dim: 4,
+};
+
+export const TINY_CLIP = {
+  vocab_size: 64,
+  hidden_size: 32,
+  intermediate_size: 64,
+  num_hidden_layers: 1,
+  num_attention_heads: 2,
+  max_position_embeddings: 8,
+};
+
+/** Fixed ids: bos, one id per character (mod the vocabulary), eos, padding. */
+export const fakeTokenizer: TextTokenizer = {
+  kind: "clip",
+  modelMaxLength: 8,
+  padId: 0,
+  encode(texts: string[]) {
+    const L = 8;
+    const ids = new Int32Array(texts.length * L);
+    const mask = new Int32Array(texts.length * L);
+    texts.forEach((t, b) => {
+      const row = [1, ...[...t].slice(0, L - 2).map((c) => 3 + (c.charCodeAt(0) % 60)), 2];
+      ids.set(row, b * L);
+      mask.fill(1, b * L, b * L + row.length);
+    });
+    return { ids, mask, length: L };
+  },
+};
+
+export function tinyModels(gpu: Gpu, seed = 7): TrainModels {
+  return {
+    unet: UNet2DConditionModel.create(gpu, TINY_UNET, seed),
+    textEncoder: CLIPTextModel.create(gpu, TINY_CLIP, 3),
+    tokenizer: fakeTokenizer,
+    vae: null,
+  };
+}
+
+/**
+ * `n` pairs of [4, 8, 8]: z0 random, z1 = a smooth pattern that depends on the caption's index
+ * mod 2 plus a little of z0, so that a model can learn the velocity.
+ */
+export async function makeTinyData(root: string, n: number, seed = 1): Promise<void> {
+  const paths = pairPaths(root);
+  await Deno.mkdir(paths.images, { recursive: true });
+  await Deno.writeTextFile(paths.index, JSON.stringify({ total_nums: n, test: true }));
+  await writeCaptions(
+    paths.captions,
+    Array.from({ length: n }, (_, i) => (i % 2 ? "a red bus" : "a cat")),
+  );
+  const size = 4 * 8 * 8;
+  for (let i = 0; i < n; i++) {
+    const z0 = Float32Array.from(rand(size, seed * 1000 + i)).map((x) => x * 1.7);
+    const z1 = z0.map((x, j) => 0.2 * x + Math.sin(j / 7 + (i % 2) * 2));
+    await writePairNpy(paths.images, i, [4, 8, 8], f32ToF16Bits(z0), f32ToF16Bits(z1));
+  }
+}
+
+/** A fast config for the tiny model; the caller sets the data roots' files first. */
+export function tinyConfig(dataRoot: string): TrainConfig {
+  const c = getConfig();
+  c.diffusers.gradient_checkpointing = false;
+  c.training = {
+    ...c.training,
+    batch_size: 2,
+    num_steps: 6,
+    log_freq: 2,
+    eval_freq: 3,
+    snapshot_freq: 1000,
+    sampling_freq: 1000,
+  };
+  c.sampling.sample_N = 2;
+  c.optim = { ...c.optim, lr: 2e-3, warmup: 2 };
+  c.data = {
+    ...c.data,
+    image_size: 8,
+    num_channels: 4,
+    train_root: join(dataRoot, "train"),
+    eval_root: join(dataRoot, "eval"),
+  };
+  c.seed = 11;
+  return c;
+}
+
+/** Writes train (n pairs) and eval (4 pairs) data under `dataRoot`. */
+export async function makeTinyRoots(dataRoot: string, n = 8): Promise<void> {
+  await makeTinyData(join(dataRoot, "train"), n, 1);
+  await makeTinyData(join(dataRoot, "eval"), 4, 2);
+}
+
+/** A trainer init for the tiny model. */
+export async function tinyInit(
+  gpu: Gpu,
+  config: TrainConfig,
+  workdir: string,
+  extra: Partial<TrainerInit> = {},
+): Promise<TrainerInit> {
+  return {
+    gpu,
+    config,
+    workdir,
+    models: tinyModels(gpu),
+    trainData: await openPairDataset(config.data.train_root),
+    evalData: await openPairDataset(config.data.eval_root),
+    console: false,
+    progress: false,
+    handleSignals: false,
+    ...extra,
+  };
+}

@@ -1,0 +1,91 @@
+/**
+ * Two worker processes with batch b each equal one worker with batch 2b: the weights after three
+ * steps agree within float32 tolerance, and both workers hold identical weights.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { testGpu } from "../helpers/gpu.ts";
+import { makeTinyRoots, tinyConfig, tinyInit } from "./_tiny.ts";
+import { runTraining } from "../../core/train/trainer.ts";
+import { listenHub } from "../../core/dist/allreduce.ts";
+import { openWeights } from "../../core/io/weights.ts";
+
+async function readAll(path: string): Promise<Map<string, Float32Array>> {
+  const r = await openWeights(path);
+  try {
+    const m = new Map<string, Float32Array>();
+    for (const k of r.keys()) m.set(k, await r.readF32(k));
+    return m;
+  } finally {
+    r.close();
+  }
+}
+
+Deno.test("2 workers x batch b == 1 worker x batch 2b after 3 steps", async () => {
+  const gpu = await testGpu();
+  const tmp = await Deno.makeTempDir({ prefix: "reflow_workers_" });
+  try {
+    const data = join(tmp, "data");
+    await makeTinyRoots(data, 8);
+    const steps = 3;
+    const one = tinyConfig(data);
+    one.training.batch_size = 4;
+    one.training.num_steps = steps;
+    await runTraining(await tinyInit(gpu, one, join(tmp, "one")));
+
+    const hub = listenHub(2);
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--no-check",
+        new URL("./_worker_main.ts", import.meta.url).pathname,
+        data,
+        join(tmp, "w1"),
+        String(hub.port),
+        "1",
+        "2",
+        "2",
+        String(steps),
+      ],
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+    const exchange = await hub.accept(120_000);
+    const two = tinyConfig(data);
+    two.training.batch_size = 2;
+    two.training.num_steps = steps;
+    try {
+      const r = await runTraining(await tinyInit(gpu, two, join(tmp, "two"), { exchange }));
+      assert.equal(r.step, steps);
+      assert.equal(r.losses.size, steps, "every step's loss is known to the workers");
+    } finally {
+      exchange.close();
+    }
+    const st = await child.status;
+    assert.equal(st.code, 0, "worker 1 exited cleanly");
+
+    const a = await readAll(
+      join(tmp, "one", "checkpoints", `checkpoint_s${steps}`, "model.safetensors"),
+    );
+    const b = await readAll(
+      join(tmp, "two", "checkpoints", `checkpoint_s${steps}`, "model.safetensors"),
+    );
+    let num = 0, den = 0, worst = 0;
+    for (const [k, x] of a) {
+      const y = b.get(k)!;
+      for (let i = 0; i < x.length; i++) {
+        num += (x[i] - y[i]) ** 2;
+        den += x[i] ** 2;
+        worst = Math.max(worst, Math.abs(x[i] - y[i]));
+      }
+    }
+    const rel = Math.sqrt(num / den);
+    // Rank 1 holds exactly rank 0's weights.
+    const w1 = await readAll(join(tmp, "w1", "final.safetensors"));
+    for (const [k, x] of b) assert.deepEqual(w1.get(k), x, `rank 1's ${k} differs from rank 0's`);
+    assert.ok(rel < 1e-5 && worst < 1e-4, `weights differ: rel ${rel}, max ${worst}`);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
