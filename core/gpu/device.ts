@@ -38,7 +38,7 @@ export class Gpu {
   /** Count of dispatches since creation, for benchmarks and tests. */
   dispatchCount = 0;
   private readonly pipelines = new Map<string, Kernel>();
-  private readonly pendingChecks: Promise<void>[] = [];
+  private readonly pendingChecks: Promise<GpuError | null>[] = [];
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private batchOps: string[] = [];
@@ -144,14 +144,12 @@ export class Gpu {
       compute: { module, entryPoint: "main" },
       label: name,
     });
-    const check = this.device.popErrorScope().then(async (err) => {
-      if (!err) return;
-      const info = await module.getCompilationInfo();
-      const msgs = info.messages.map((m) => `  ${m.lineNum}:${m.linePos} ${m.type}: ${m.message}`);
-      throw new GpuError(
-        `kernel '${name}' (${key}) failed to compile: ${err.message}\n${msgs.join("\n")}`,
-      );
-    });
+    // Resolves to the error (never rejects) so nothing is left unhandled until the next sync point.
+    const check = this.device.popErrorScope().then((err) =>
+      err
+        ? new GpuError(`kernel '${name}' (${key}) failed to compile or link: ${err.message}`)
+        : null
+    );
     this.pendingChecks.push(check);
     const k: Kernel = { name, pipeline, usesUniforms: /var<uniform>/.test(src) };
     this.pipelines.set(cacheKey, k);
@@ -199,7 +197,8 @@ export class Gpu {
       label: k.name,
     });
     if (!this.pass) {
-      this.encoder = this.device.createCommandEncoder();
+      // An encoder may already hold copies recorded since the last flush: keep them.
+      this.encoder ??= this.device.createCommandEncoder();
       this.pass = this.encoder.beginComputePass();
     }
     this.pass.setPipeline(k.pipeline);
@@ -306,14 +305,31 @@ export class Gpu {
 
   /** Waits for all submitted work and surfaces any error it raised. */
   async sync(): Promise<void> {
+    // A mapped read of a copy recorded last is a fence: the queue runs in order, so once it maps,
+    // all earlier work is done. (onSubmittedWorkDone was seen to resolve early on lavapipe.)
+    this.fenceSrc ??= this.device.createBuffer({
+      size: 4,
+      usage: GPUBufferUsage.COPY_SRC,
+      label: "fence-src",
+    });
+    const dst = this.device.createBuffer({
+      size: 4,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      label: "fence",
+    });
+    this.copy(this.fenceSrc, 0, dst, 0, 4);
     this.flush();
-    await this.device.queue.onSubmittedWorkDone();
+    await dst.mapAsync(GPUMapMode.READ);
+    dst.unmap();
+    dst.destroy();
     await this.checkErrors();
   }
+  private fenceSrc: GPUBuffer | null = null;
 
   private async checkErrors(): Promise<void> {
     const checks = this.pendingChecks.splice(0);
-    await Promise.all(checks);
+    const failed = (await Promise.all(checks)).find((e) => e !== null);
+    if (failed) throw failed;
     this.throwIfBroken();
   }
 

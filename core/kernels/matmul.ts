@@ -25,6 +25,8 @@ export interface MatmulOptions {
   bias?: Tensor;
   /** Override the kernel tile (benchmarks and experiments). */
   tile?: GemmTile;
+  /** Set false to force scalar loads (tests of the general path). */
+  vec4?: boolean;
 }
 
 interface Dims {
@@ -45,8 +47,12 @@ function gemmDims(op: string, a: Tensor, b: Tensor, o: MatmulOptions): Dims {
     throw new GpuError(`${op}: operands need at least 2 dims (${describe(a, b, o)})`);
   }
   const ra = a.shape.length, rb = b.shape.length;
-  const [m, ka] = o.transA ? [a.shape[ra - 1], a.shape[ra - 2]] : [a.shape[ra - 2], a.shape[ra - 1]];
-  const [kb, n] = o.transB ? [b.shape[rb - 1], b.shape[rb - 2]] : [b.shape[rb - 2], b.shape[rb - 1]];
+  const [m, ka] = o.transA
+    ? [a.shape[ra - 1], a.shape[ra - 2]]
+    : [a.shape[ra - 2], a.shape[ra - 1]];
+  const [kb, n] = o.transB
+    ? [b.shape[rb - 1], b.shape[rb - 2]]
+    : [b.shape[rb - 2], b.shape[rb - 1]];
   if (ka !== kb) {
     throw new GpuError(`${op}: inner dimensions differ (${ka} vs ${kb}) for ${describe(a, b, o)}`);
   }
@@ -97,16 +103,19 @@ export function matmulRaw(a: Tensor, b: Tensor, o: MatmulOptions = {}): Tensor {
   const { bm, bn } = tileExtent(tile);
   const ta = !!o.transA, tb = !!o.transB, hasBias = !!o.bias;
   const T = wgslType(dt);
+  // vec4 loads along K of A and along N of B where the layout allows (all UNet shapes do).
+  const vec = !ta && !tb && k % 4 === 0 && n % 4 === 0 && o.vec4 !== false;
+  const AT = vec ? `vec4<${T}>` : T;
   const kern = gpu.kernel(
     "matmul",
-    `${T}|${ta}|${tb}|${hasBias}|${tileKey(tile)}`,
+    `${T}|${ta}|${tb}|${hasBias}|${vec}|${tileKey(tile)}`,
     () =>
       gemmShader(dt, tile, {
         decls: `
 struct U { M: u32, N: u32, K: u32, p0: u32, bs: vec4<u32>, sa: vec4<u32>, sb: vec4<u32> };
 @group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> a: array<${T}>;
-@group(0) @binding(2) var<storage, read> b: array<${T}>;
+@group(0) @binding(1) var<storage, read> a: array<${AT}>;
+@group(0) @binding(2) var<storage, read> b: array<${AT}>;
 ${hasBias ? `@group(0) @binding(3) var<storage, read> bias: array<${T}>;` : ""}`,
         prologue: `
   var rem = batch;
@@ -120,13 +129,25 @@ ${hasBias ? `@group(0) @binding(3) var<storage, read> bias: array<${T}>;` : ""}`
   }
   let cOff = batch * M * N;
 ${
-          Array.from({ length: tile.tm }, (_, i) =>
-            ta ? `  let ar${i} = aOff + m${i};` : `  let ar${i} = aOff + m${i} * K;`).join("\n")
+          Array.from(
+            { length: tile.tm },
+            (_, i) => ta ? `  let ar${i} = aOff + m${i};` : `  let ar${i} = aOff + m${i} * K;`,
+          ).join("\n")
         }
 ${
-          Array.from({ length: 4 * tile.nv }, (_, j) =>
-            tb ? `  let bc${j} = bOff + n${j} * K;` : `  let bc${j} = bOff + n${j};`).join("\n")
+          Array.from(
+            { length: 4 * tile.nv },
+            (_, j) => tb ? `  let bc${j} = bOff + n${j} * K;` : `  let bc${j} = bOff + n${j};`,
+          ).join("\n")
+        }
+${
+          Array.from(
+            { length: tile.nv },
+            (_, v) => `  let bv${v} = bOff + min(col0 + ${4 * v}u, N - 4u);`,
+          ).join("\n")
         }`,
+        loadA4: vec ? (i, kk) => `a[(ar${i} + ${kk}) / 4u]` : undefined,
+        loadB4: vec ? (v, kk) => `b[(bv${v} + ${kk} * N) / 4u]` : undefined,
         loadA: (i, kk) => ta ? `f32(a[ar${i} + ${kk} * M])` : `f32(a[ar${i} + ${kk}])`,
         loadB: (j, kk) => tb ? `f32(b[bc${j} + ${kk}])` : `f32(b[bc${j} + ${kk} * N])`,
         kExtent: "u.K",

@@ -24,8 +24,12 @@ export interface GemmTile {
   uk: number;
 }
 
-/** The default tile: 4 rows x 8 columns per invocation, 8x8 invocations (32x64 of C per group). */
-export const DEFAULT_TILE: GemmTile = { tm: 4, nv: 2, wx: 8, wy: 8, uk: 4 };
+/**
+ * The default tile: 32 rows x 8 columns per invocation, 8 invocations (32x64 of C per group). Measured
+ * on lavapipe (Mesa 22.3), where every storage load is a per-lane scalar loop: the larger the block,
+ * the fewer loads per FMA; accumulators that spill go to the stack, which is still cheaper.
+ */
+export const DEFAULT_TILE: GemmTile = { tm: 32, nv: 2, wx: 8, wy: 1, uk: 2 };
 
 /** Rows and columns of C one workgroup covers. */
 export function tileExtent(t: GemmTile): { bm: number; bn: number } {
@@ -52,6 +56,14 @@ export interface GemmOperands {
   loadA: (i: number, k: string) => string;
   /** f32 expression of B[k, column j of this invocation]. */
   loadB: (j: number, k: string) => string;
+  /** vec4 of A[row i, k..k+3] (when set, K must be a multiple of 4 and uk 4). */
+  loadA4?: (i: number, k: string) => string;
+  /** vec4 of B[k, columns 4v..4v+3] (when set, N must be a multiple of 4). */
+  loadB4?: (v: number, k: string) => string;
+  /** WGSL run at the start of each k step (after `kk` is defined), e.g. index decomposition. */
+  kStep?: string;
+  /** Extra WGSL functions. */
+  helpers?: string;
   /** Name of the K extent in uniforms. */
   kExtent: string;
   /** Names of the M and N extents and the output offset of (batch, row, col). */
@@ -73,6 +85,7 @@ export function gemmShader(dt: DType, tile: GemmTile, ops: GemmOperands, cBindin
   const L: string[] = [];
   L.push(header(dt) + ops.decls);
   L.push(`@group(0) @binding(${cBinding}) var<storage, read_write> c: array<${T}>;`);
+  if (ops.helpers) L.push(ops.helpers);
   L.push(`@compute @workgroup_size(${wx}, ${wy})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let batch = wid.z;
@@ -80,35 +93,49 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let col0 = (wid.x * ${wx}u + lid.x) * ${tn}u;
   let M = ${ops.mExtent};
   let N = ${ops.nExtent};
-  let K = ${ops.kExtent};
-  if (row0 >= M || col0 >= N) { return; }`);
+  let K = ${ops.kExtent};`);
   for (let i = 0; i < tm; i++) L.push(`  let m${i} = min(row0 + ${i}u, M - 1u);`);
   for (let j = 0; j < tn; j++) L.push(`  let n${j} = min(col0 + ${j}u, N - 1u);`);
   L.push(ops.prologue);
   for (let i = 0; i < tm; i++) {
     for (let v = 0; v < nv; v++) L.push(`  var acc${i}_${v} = vec4<f32>(0.0);`);
   }
-  const body = (k: string): string => {
+  const loadB = (v: number, k: string): string =>
+    ops.loadB4
+      ? `vec4<f32>(${ops.loadB4(v, k)})`
+      : `vec4<f32>(${[0, 1, 2, 3].map((q) => ops.loadB(4 * v + q, k)).join(", ")})`;
+  const body = (k: string, aExpr?: (i: number) => string): string => {
     const s: string[] = [];
-    for (let v = 0; v < nv; v++) {
-      const parts = [0, 1, 2, 3].map((q) => ops.loadB(4 * v + q, k));
-      s.push(`    let b${v} = vec4<f32>(${parts.join(", ")});`);
-    }
+    if (ops.kStep) s.push(ops.kStep);
+    for (let v = 0; v < nv; v++) s.push(`    let b${v} = ${loadB(v, k)};`);
     for (let i = 0; i < tm; i++) {
-      s.push(`    let a${i} = ${ops.loadA(i, k)};`);
-      for (let v = 0; v < nv; v++) s.push(`    acc${i}_${v} = fma(vec4<f32>(a${i}), b${v}, acc${i}_${v});`);
+      s.push(`    let a${i} = ${aExpr ? aExpr(i) : ops.loadA(i, k)};`);
+      for (let v = 0; v < nv; v++) {
+        s.push(`    acc${i}_${v} = fma(vec4<f32>(a${i}), b${v}, acc${i}_${v});`);
+      }
     }
     return s.join("\n");
   };
-  L.push(`  let kMain = K - K % ${uk}u;
+  const loadA4 = ops.loadA4;
+  if (loadA4) {
+    // A read as vec4 along k: one load feeds four k steps.
+    L.push(`  for (var k = 0u; k < K; k += 4u) {`);
+    for (let i = 0; i < tm; i++) L.push(`    let av${i} = vec4<f32>(${loadA4(i, "k")});`);
+    for (let q = 0; q < 4; q++) {
+      L.push(`   {\n    let kk = k + ${q}u;\n${body("kk", (i) => `av${i}[${q}]`)}\n   }`);
+    }
+    L.push(`  }`);
+  } else {
+    L.push(`  let kMain = K - K % ${uk}u;
   var k = 0u;
   for (; k < kMain; k += ${uk}u) {`);
-  for (let q = 0; q < uk; q++) L.push(`   {\n    let kk = k + ${q}u;\n${body("kk")}\n   }`);
-  L.push(`  }
+    for (let q = 0; q < uk; q++) L.push(`   {\n    let kk = k + ${q}u;\n${body("kk")}\n   }`);
+    L.push(`  }
   for (; k < K; k++) {
     let kk = k;
 ${body("kk")}
   }`);
+  }
   // Epilogue: optional bias, bounds-checked stores.
   for (let i = 0; i < tm; i++) {
     L.push(`  if (row0 + ${i}u < M) {`);

@@ -79,7 +79,9 @@ export function perSampleMse(
   size: number,
 ): number[] {
   if (a.length !== batch * size || b.length !== batch * size) {
-    throw new Error(`perSampleMse: expected ${batch} x ${size} values, got ${a.length} and ${b.length}`);
+    throw new Error(
+      `perSampleMse: expected ${batch} x ${size} values, got ${a.length} and ${b.length}`,
+    );
   }
   const out: number[] = [];
   for (let s = 0; s < batch; s++) {

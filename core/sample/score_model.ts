@@ -86,7 +86,10 @@ const WRAPPER_PREFIXES = ["module.", "_orig_mod."];
  * Prefixes to strip so the file's keys become the model's names: a wrapper prefix is stripped
  * when every key has it and no key already matches a model parameter as is.
  */
-export function wrapperPrefixes(fileKeys: readonly string[], modelKeys: ReadonlySet<string>): string[] {
+export function wrapperPrefixes(
+  fileKeys: readonly string[],
+  modelKeys: ReadonlySet<string>,
+): string[] {
   const out: string[] = [];
   let keys = [...fileKeys];
   for (let round = 0; round < 4 && keys.length > 0; round++) {
@@ -237,7 +240,9 @@ async function loadInto(
   try {
     const own = new Set(unet.namedParameters().map(([n]) => n));
     const prefixes = wrapperPrefixes(reader.keys(), own);
-    if (prefixes.length) notes.push(`stripped key prefix ${prefixes.map((p) => `"${p}"`).join(" + ")}`);
+    if (prefixes.length) {
+      notes.push(`stripped key prefix ${prefixes.map((p) => `"${p}"`).join(" + ")}`);
+    }
     let report: LoadReport;
     try {
       report = await loadModule(unet, reader, {
@@ -246,11 +251,13 @@ async function loadInto(
         renameKey: prefixes.length ? (k) => stripAll(k, prefixes) : undefined,
       });
     } catch (e) {
-      const hint = opts.allowMissingKeys ? "" : " (set config.sampling.allow_missing_keys=true to accept missing or unexpected keys)";
+      const hint = opts.allowMissingKeys
+        ? ""
+        : " (set config.sampling.allow_missing_keys=true to accept missing or unexpected keys)";
       throw new Error(
-        `score model checkpoint does not fit the UNet config ${configPath}: ${(e as Error).message}${
-          /missing|unexpected/.test((e as Error).message) ? hint : ""
-        }`,
+        `score model checkpoint does not fit the UNet config ${configPath}: ${
+          (e as Error).message
+        }${/missing|unexpected/.test((e as Error).message) ? hint : ""}`,
       );
     }
     if (report.missing.length) {
@@ -261,7 +268,9 @@ async function loadInto(
       );
     }
     if (report.unexpected.length) {
-      notes.push(`${report.unexpected.length} unexpected key(s) ignored: ${report.unexpected.join(", ")}`);
+      notes.push(
+        `${report.unexpected.length} unexpected key(s) ignored: ${report.unexpected.join(", ")}`,
+      );
     }
     const fromFile = checkpointOrientation(reader);
     const orientation = fromFile ?? opts.orientation;

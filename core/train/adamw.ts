@@ -36,7 +36,7 @@ export class AdamW {
 
   /**
    * Applies one update with learning rate `lr` to every parameter that has a gradient. Gradients are
-   * multiplied by `gradScale` first. Returns the global gradient norm (of the scaled gradients) as a
+   * multiplied by `gradScale` first. Returns the global norm of the raw (unscaled) gradients as a
    * 1-element tensor the caller may read back and must dispose.
    */
   update(lr: number, gradScale = 1): Tensor {
