@@ -88,7 +88,9 @@ export async function loadTextEncoder(gpu: Gpu, folder: string): Promise<TextEnc
     const report = await loadModule(enc, reader, { allowUnexpected: true });
     const bad = report.unexpected.filter((k) => !IGNORED_TEXT_KEYS(k));
     if (bad.length) {
-      throw new Error(`${path}: unexpected keys the text encoder does not have: ${bad.slice(0, 10).join(", ")}`);
+      throw new Error(
+        `${path}: unexpected keys the text encoder does not have: ${bad.slice(0, 10).join(", ")}`,
+      );
     }
   } finally {
     reader.close();

@@ -333,14 +333,15 @@ class RobertaModel extends Module {
 
 export class RobertaSeriesModelWithTransformation extends Module implements TextEncoder {
   roberta: RobertaModel;
-  transformation: Linear | null;
+  /** Always present in checkpoints, used only without pre-transformation. */
+  transformation: Linear;
   transformation_pre: Linear | null;
   pre_LN: LayerNorm | null;
   constructor(readonly config: RobertaSeriesConfig, init: Init) {
     super();
     this.roberta = new RobertaModel(init, config);
     const pre = config.has_pre_transformation;
-    this.transformation = pre ? null : new Linear(init, config.hidden_size, config.project_dim);
+    this.transformation = new Linear(init, config.hidden_size, config.project_dim);
     this.transformation_pre = pre ? new Linear(init, config.hidden_size, config.project_dim) : null;
     this.pre_LN = pre ? new LayerNorm(init, config.hidden_size, config.layer_norm_eps) : null;
   }
@@ -408,7 +409,7 @@ export class RobertaSeriesModelWithTransformation extends Module implements Text
       if (c.has_pre_transformation) {
         return this.transformation_pre!.forward(this.pre_LN!.forward(penultimate!));
       }
-      return this.transformation!.forward(h);
+      return this.transformation.forward(h);
     });
   }
 }

@@ -18,7 +18,8 @@ function refMatmul(
   const n = tb ? sb[rb - 2] : sb[rb - 1];
   const ba = sa.slice(0, -2), bb = sb.slice(0, -2);
   const r = Math.max(ba.length, bb.length);
-  const pa = [...Array(r - ba.length).fill(1), ...ba], pb = [...Array(r - bb.length).fill(1), ...bb];
+  const pa = [...Array(r - ba.length).fill(1), ...ba],
+    pb = [...Array(r - bb.length).fill(1), ...bb];
   const bs = pa.map((d, i) => Math.max(d, pb[i]));
   const nb = bs.reduce((x, y) => x * y, 1);
   const out = new Float64Array(nb * m * n);

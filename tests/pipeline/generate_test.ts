@@ -23,8 +23,8 @@ function baseConfig(dir: string) {
   const c = getConfig();
   c.model_dir = TINY;
   c.captions_file = join(dir, "caps.txt");
-  c.total_nums = 5;
-  c.infer_steps = 3;
+  c.total_nums = 4;
+  c.infer_steps = 2;
   c.seed = 7;
   return c;
 }
@@ -50,7 +50,7 @@ Deno.test({
       const a = { ...baseConfig(dir), save_dir: join(dir, "a"), devices: [0, 1], bs: 2 };
       const r1 = await runGenerate(a, quiet);
       assert.equal(r1.workers, 2);
-      assert.equal(r1.generated, 5);
+      assert.equal(r1.generated, 4);
       const images = join(dir, "a", "content", "images");
 
       // index.json: settings, model, data set, scheduler config (-Infinity as a string).
@@ -58,9 +58,9 @@ Deno.test({
       assert.equal(index.model, TINY);
       assert.equal(index.dataset, a.captions_file);
       assert.equal(index.scheduler, "DPMSolverMultistepScheduler");
-      assert.equal(index.infer_steps, 3);
+      assert.equal(index.infer_steps, 2);
       assert.equal(index.seed, 7);
-      assert.equal(index.total_nums, 5);
+      assert.equal(index.total_nums, 4);
       assert.equal(index.guidance_scale, 7.5);
       assert.equal(index.negative_prompt, "");
       assert.deepEqual(index.latent_shape, [4, 16, 16]);
@@ -71,10 +71,10 @@ Deno.test({
 
       // captions.txt line i = caption of pair i = the seeded list.
       const lines = await readCaptions(join(dir, "a", "content", "captions.txt"));
-      assert.deepEqual(lines, buildCaptionList(CAPTIONS, 5, 7));
+      assert.deepEqual(lines, buildCaptionList(CAPTIONS, 4, 7));
 
       // Pairs: [2, 4, 16, 16] float16, z0 = Philox noise at offset i*N, z1 finite and not z0.
-      for (let i = 0; i < 5; i++) {
+      for (let i = 0; i < 4; i++) {
         const arr = await readNpy(join(images, `${i}.npy`));
         assert.equal(arr.dtype, "<f2");
         assert.deepEqual(arr.shape, [2, 4, 16, 16]);
@@ -87,19 +87,19 @@ Deno.test({
         assert.ok(bits.subarray(N).every((b) => (b & 0x7c00) !== 0x7c00), `z1 of pair ${i} finite`);
       }
       const before = await Promise.all(
-        [0, 1, 2, 3, 4].map((i) => Deno.readFile(join(images, `${i}.npy`))),
+        [0, 1, 2, 3].map((i) => Deno.readFile(join(images, `${i}.npy`))),
       );
 
       // "Kill": lose two pairs, truncate one, leave a half-written temp file.
       await Deno.remove(join(images, "1.npy"));
-      await Deno.remove(join(images, "4.npy"));
+      await Deno.remove(join(images, "3.npy"));
       await Deno.writeFile(join(images, "2.npy"), before[2].subarray(0, 700));
-      await Deno.writeFile(join(images, "4.npy.tmp"), before[4].subarray(0, 100));
+      await Deno.writeFile(join(images, "3.npy.tmp"), before[3].subarray(0, 100));
       const r2 = await runGenerate(a, quiet);
-      assert.equal(r2.skipped, 2);
+      assert.equal(r2.skipped, 1);
       assert.equal(r2.generated, 3);
-      assert.deepEqual(await listNpy(images), ["0.npy", "1.npy", "2.npy", "3.npy", "4.npy"]);
-      for (let i = 0; i < 5; i++) {
+      assert.deepEqual(await listNpy(images), ["0.npy", "1.npy", "2.npy", "3.npy"]);
+      for (let i = 0; i < 4; i++) {
         assert.deepEqual(await Deno.readFile(join(images, `${i}.npy`)), before[i], `resumed ${i}`);
       }
 
@@ -107,18 +107,18 @@ Deno.test({
       const b = { ...baseConfig(dir), save_dir: join(dir, "b"), devices: [0], bs: 3 };
       const r3 = await runGenerate(b, quiet);
       assert.equal(r3.workers, 1);
-      for (let i = 0; i < 5; i++) {
+      for (let i = 0; i < 4; i++) {
         const got = await Deno.readFile(join(dir, "b", "content", "images", `${i}.npy`));
         assert.deepEqual(got, before[i], `1 worker bs 3 vs 2 workers bs 2: pair ${i}`);
       }
       // A complete run resumes to nothing.
       const r4 = await runGenerate(b, quiet);
       assert.equal(r4.generated, 0);
-      assert.equal(r4.skipped, 5);
+      assert.equal(r4.skipped, 4);
 
-      // Other settings are refused; overwrite redoes the folder.
+      // Other settings are refused.
       await assert.rejects(
-        runGenerate({ ...b, infer_steps: 2 }, quiet),
+        runGenerate({ ...b, infer_steps: 3 }, quiet),
         /other settings.*infer_steps/,
       );
 
@@ -162,7 +162,7 @@ Deno.test({
         model_dir: model,
         save_dir: join(dir, "flow"),
         part: 1,
-        total_nums: 3,
+        total_nums: 2,
         bs: 2,
       };
       const r = await runGenerate(c, quiet);
@@ -175,8 +175,8 @@ Deno.test({
       assert.equal(index.teacher.scheduler, "euler");
       assert.equal(index.teacher.sample_N, 2);
       const lines = await readCaptions(join(r.root, "content", "captions.txt"));
-      assert.deepEqual(lines, buildCaptionList(CAPTIONS, 3, 8));
-      for (let i = 0; i < 3; i++) {
+      assert.deepEqual(lines, buildCaptionList(CAPTIONS, 2, 8));
+      for (let i = 0; i < 2; i++) {
         const arr = await readNpy(join(r.root, "content", "images", `${i}.npy`));
         assert.deepEqual((arr.data as Uint16Array).subarray(0, N), pairNoiseBits(8, i, N));
       }
