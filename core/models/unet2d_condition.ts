@@ -258,11 +258,16 @@ export class UNet2DConditionModel extends Module {
     if (timesteps.shape.length !== 1 || timesteps.shape[0] !== B) {
       throw new ConfigError(`UNet: timesteps [${timesteps.shape}] must be [${B}]`);
     }
+    const dt = this.conv_in.weight.dtype as "f32" | "f16";
     return tidy(() => {
-      const x = c.center_input_sample ? ops.scale(sample, 2, -1) : sample;
+      // Inputs follow the weights' storage dtype (f16 after toDtype("f16")); the output is f32.
+      let x = ops.cast(sample, dt);
+      if (c.center_input_sample) x = ops.scale(x, 2, -1);
+      context = ops.cast(context, dt);
       const tProj = timestepEmbedding(timesteps, c.block_out_channels[0], {
         flipSinToCos: c.flip_sin_to_cos,
         downscaleFreqShift: c.freq_shift,
+        dtype: dt,
       });
       const emb = this.time_embedding.forward(tProj);
       let h = this.conv_in.forward(x);
@@ -283,7 +288,7 @@ export class UNet2DConditionModel extends Module {
         h = blk.forward(h, emb, context, mine, target);
       });
       h = this.conv_norm_out.forward(h, true);
-      return this.conv_out.forward(h);
+      return ops.cast(this.conv_out.forward(h), "f32");
     });
   }
 }

@@ -4,6 +4,8 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { keep } from "../tensor/scope.ts";
+import { noGrad } from "../tensor/autograd.ts";
+import { cast } from "../kernels/cast.ts";
 import { Tensor } from "../tensor/tensor.ts";
 
 const PARAM = Symbol("parameter");
@@ -35,6 +37,50 @@ export abstract class Module {
       walk(v, prefix ? `${prefix}.${k}` : k);
     }
     return out;
+  }
+
+  /** Replaces every parameter by `fn(name, p)` in place (e.g. a cast to f16 for inference). */
+  mapParameters(fn: (name: string, p: Tensor) => Tensor, prefix = ""): void {
+    const visit = (
+      holder: Record<string | number, unknown>,
+      key: string | number,
+      name: string,
+    ) => {
+      const v = holder[key];
+      if (v === null || v === undefined) return;
+      if (isParameter(v)) holder[key] = fn(name, v);
+      else if (v instanceof Module) v.mapParameters(fn, name);
+      else if (Array.isArray(v)) {
+        v.forEach((_, i) => visit(v as unknown[] as Record<number, unknown>, i, `${name}.${i}`));
+      }
+    };
+    const self = this as unknown as Record<string, unknown>;
+    for (const k of Object.keys(self)) visit(self, k, prefix ? `${prefix}.${k}` : k);
+  }
+
+  /** The storage dtype of the parameters (the first parameter's). */
+  get dtype(): "f32" | "f16" {
+    return (this.parameters()[0]?.dtype as "f32" | "f16" | undefined) ?? "f32";
+  }
+
+  /**
+   * Converts every parameter to `dtype` storage for inference (f16 halves memory and bandwidth;
+   * kernels still accumulate in f32). The converted parameters do not require grad.
+   */
+  toDtype(dtype: "f32" | "f16"): this {
+    this.mapParameters((_, p) => {
+      if (p.dtype === dtype) return p;
+      const gpu = p.gpu;
+      if (dtype === "f16" && !gpu.hasF16) {
+        throw new Error("toDtype: f16 storage needs the adapter feature 'shader-f16'");
+      }
+      const c = noGrad(() => cast(p, dtype));
+      p.dispose();
+      const q = keep(c);
+      (q as unknown as Record<symbol, boolean>)[PARAM] = true;
+      return q;
+    });
+    return this;
   }
 
   parameters(): Tensor[] {
