@@ -84,6 +84,13 @@ export interface ReflowConfig {
   reflow_t_schedule: string | number;
   /** "l2", "lpips" or "lpips+l2" (LPIPS variants need the t0 schedule). */
   reflow_loss: "l2" | "lpips" | "lpips+l2";
+  /**
+   * LPIPS losses only: torchvision's VGG16 weights (`vgg16-397923af.pth`, keys `features.N.*`) as a
+   * torch file or safetensors; "" = not set (an error when an LPIPS loss is chosen).
+   */
+  lpips_vgg_path: string;
+  /** LPIPS losses only: the lpips package's v0.1 heads (`lpips/weights/v0.1/vgg.pth`); "" = not set. */
+  lpips_heads_path: string;
 }
 
 /** Data settings. */
@@ -174,6 +181,8 @@ export function getConfig(): TrainConfig {
     reflow: {
       reflow_t_schedule: "uniform",
       reflow_loss: "l2",
+      lpips_vgg_path: "",
+      lpips_heads_path: "",
     },
     data: {
       ...base.data,

@@ -11,9 +11,12 @@ import { checkArgs, packUniforms, sameDtype, wgslType } from "./common.ts";
 import { broadcastShape } from "./broadcast.ts";
 import { sumTo } from "./reduce.ts";
 import { reshape } from "./strided_copy.ts";
+import { texGemm, texPathFits } from "./matmul_tex.ts";
 import { DEFAULT_TILE, gemmShader, type GemmTile, tileExtent, tileKey } from "./matmul_wgsl.ts";
 
 const MAX_BATCH_RANK = 4;
+/** GEMMs at least this big (M*N*K) take the texture path: packing costs one pass over A and B. */
+const TEX_MIN_WORK = 32 * 32 * 32;
 
 /** Options of {@link matmul}. */
 export interface MatmulOptions {
@@ -27,6 +30,12 @@ export interface MatmulOptions {
   tile?: GemmTile;
   /** Set false to force scalar loads (tests of the general path). */
   vec4?: boolean;
+  /**
+   * Operand path: "texture" packs operands into textures first (much faster on lavapipe, see
+   * matmul_tex.ts), "storage" reads storage buffers directly; default: texture for large GEMMs that
+   * fit the texture limits.
+   */
+  path?: "texture" | "storage";
 }
 
 interface Dims {
@@ -99,6 +108,28 @@ export function matmulRaw(a: Tensor, b: Tensor, o: MatmulOptions = {}): Tensor {
   const out = Tensor.empty(gpu, [...batch, m, n], dt);
   const nb = numel(batch);
   if (out.size === 0) return out;
+  const pad = [...Array(MAX_BATCH_RANK - batch.length).fill(1), ...batch];
+  const aStrides = batchStrides(a.shape, batch, m * k);
+  const bStrides = batchStrides(b.shape, batch, k * n);
+  const useTex = o.path === "texture" ||
+    (o.path === undefined && !o.tile && m * n * k >= TEX_MIN_WORK);
+  if (useTex && k > 0 && texPathFits(gpu, m, n, k, nb)) {
+    texGemm({
+      a,
+      b,
+      bias: o.bias,
+      out,
+      m,
+      n,
+      k,
+      transA: !!o.transA,
+      transB: !!o.transB,
+      batch: pad,
+      aStrides,
+      bStrides,
+    });
+    return out;
+  }
   const tile = o.tile ?? DEFAULT_TILE;
   const { bm, bn } = tileExtent(tile);
   const ta = !!o.transA, tb = !!o.transB, hasBias = !!o.bias;
@@ -157,16 +188,7 @@ ${
         bias: hasBias ? (c) => `f32(bias[${c}])` : undefined,
       }, hasBias ? 4 : 3),
   );
-  const pad = [...Array(MAX_BATCH_RANK - batch.length).fill(1), ...batch];
-  const u = packUniforms([
-    m,
-    n,
-    k,
-    0,
-    ...pad,
-    ...batchStrides(a.shape, batch, m * k),
-    ...batchStrides(b.shape, batch, k * n),
-  ]);
+  const u = packUniforms([m, n, k, 0, ...pad, ...aStrides, ...bStrides]);
   const groups: [number, number, number] = [Math.ceil(n / bn), Math.ceil(m / bm), nb];
   gpu.dispatch(kern, tensors.map((t) => t.buffer).concat(out.buffer), u, groups);
   return out;

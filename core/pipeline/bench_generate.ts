@@ -18,11 +18,11 @@ export const TINY_PIPELINE_DIR = fileURLToPath(
 
 /** Options of {@link benchGenerate}. */
 export interface BenchGenerateOptions {
-  /** Pairs per run (default 8). */
+  /** Pairs per run (default 4). */
   totalNums?: number;
-  /** Teacher steps (default 5). */
+  /** Teacher steps (default 3). */
   inferSteps?: number;
-  /** Batch size (default 4). */
+  /** Batch size (default 2). */
   bs?: number;
   /** Worker counts to time (default [1, 2]). */
   workers?: number[];
@@ -55,9 +55,9 @@ export async function benchGenerate(
       config.model_dir = opts.modelDir ?? TINY_PIPELINE_DIR;
       config.captions_file = captions;
       config.save_dir = join(tmp, `w${w}`);
-      config.total_nums = opts.totalNums ?? 8;
-      config.infer_steps = opts.inferSteps ?? 5;
-      config.bs = opts.bs ?? 4;
+      config.total_nums = opts.totalNums ?? 4;
+      config.infer_steps = opts.inferSteps ?? 3;
+      config.bs = opts.bs ?? 2;
       config.devices = Array.from({ length: w }, (_, k) => k);
       const r = await runGenerate(config, { log: () => {}, progress: false });
       out.push({

@@ -399,6 +399,7 @@ export async function runGenerate(
       inferSteps: config.infer_steps,
       guidanceScale: config.guidance_scale,
       negativePrompt: config.negative_prompt,
+      dtype: config.dtype,
       latentShape: info.latentShape,
     };
     const messages = readMessages(w.child.stdout, (m) => onMessage(w, m));

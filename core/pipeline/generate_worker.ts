@@ -45,6 +45,7 @@ export async function runWorkerJob(
       inferSteps: job.inferSteps,
       guidanceScale: job.guidanceScale,
       negativePrompt: job.negativePrompt,
+      dtype: job.dtype,
     });
     try {
       const ts = teacher.latentShape;

@@ -19,6 +19,7 @@ export async function loadTeacher(
   const info = await inspectTeacher(modelDir);
   const pipe = await loadDiffusersPipeline(gpu, modelDir, { vae: false });
   pipe.unet.requiresGrad(false);
+  if (settings.dtype === "fp16" && gpu.hasF16) pipe.unet.toDtype("f16");
   const owned = [pipe.unet, pipe.textEncoder];
   if (info.kind === "flow") {
     const f = info.flow!;

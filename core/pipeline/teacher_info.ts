@@ -45,6 +45,8 @@ export interface TeacherSettings {
   inferSteps: number;
   guidanceScale?: number;
   negativePrompt?: string;
+  /** UNet storage: "fp16" where the adapter allows (the original runs the teacher in fp16). */
+  dtype?: "fp16" | "fp32";
 }
 
 async function isFile(path: string): Promise<boolean> {

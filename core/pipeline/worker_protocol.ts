@@ -21,6 +21,8 @@ export interface WorkerJob {
   inferSteps: number;
   guidanceScale: number;
   negativePrompt: string;
+  /** "fp16": the UNet computes with f16 storage where the adapter has shader-f16. */
+  dtype: "fp16" | "fp32";
   latentShape: [number, number, number];
 }
 

@@ -62,22 +62,26 @@ const cases: { a: number[]; b: number[]; ta?: boolean; tb?: boolean; bias?: bool
   { a: [13, 7], b: shape2(true, 7, 9), tb: true },
   { a: [2, 7, 13], b: [2, 9, 7], ta: true, tb: true },
   { a: [2, 5, 8], b: [12, 8], tb: true, bias: true },
+  { a: [2, 6, 64], b: [2, 64, 64], bias: true }, // texture path: rows copied, not packed
+  { a: [3, 4, 64], b: [64, 8], ta: false }, // texture path: A copied, B packed
 ];
 
-for (const c of cases) {
-  const name = `matmul a [${c.a}]${c.ta ? "^T" : ""} b [${c.b}]${c.tb ? "^T" : ""}${
-    c.bias ? " +bias" : ""
-  }`;
-  const n = c.tb ? c.b[c.b.length - 2] : c.b[c.b.length - 1];
-  Deno.test(name, async () => {
-    await checkOp({
-      shapes: c.bias ? [c.a, c.b, [n]] : [c.a, c.b],
-      gpu: ([a, b, bias]) => matmul(a, b, { transA: c.ta, transB: c.tb, bias }),
-      ref: ([a, b, bias]) => refMatmul(a, c.a, b, c.b, !!c.ta, !!c.tb, bias),
-      tol: 1e-5,
-      gradTol: 2e-3,
+for (const path of ["storage", "texture"] as const) {
+  for (const c of cases) {
+    const name = `matmul (${path}) a [${c.a}]${c.ta ? "^T" : ""} b [${c.b}]${c.tb ? "^T" : ""}${
+      c.bias ? " +bias" : ""
+    }`;
+    const n = c.tb ? c.b[c.b.length - 2] : c.b[c.b.length - 1];
+    Deno.test(name, async () => {
+      await checkOp({
+        shapes: c.bias ? [c.a, c.b, [n]] : [c.a, c.b],
+        gpu: ([a, b, bias]) => matmul(a, b, { transA: c.ta, transB: c.tb, bias, path }),
+        ref: ([a, b, bias]) => refMatmul(a, c.a, b, c.b, !!c.ta, !!c.tb, bias),
+        tol: 1e-5,
+        gradTol: 2e-3,
+      });
     });
-  });
+  }
 }
 
 Deno.test("matmul scalar path matches on a vec4-capable shape", async () => {
@@ -93,14 +97,16 @@ Deno.test("matmul f16 storage, f32 accumulation", async () => {
   const gpu = await testGpu();
   if (!gpu.hasF16) return;
   for (const [sa, sb] of [[[33, 40], [40, 20]], [[5, 17], [17, 9]]]) {
-    await checkOp({
-      shapes: [sa, sb],
-      dtype: "f16",
-      gpu: ([a, b]) => matmul(a, b),
-      ref: ([a, b]) => refMatmul(a, sa, b, sb, false, false),
-      tol: 3e-3,
-      gradTol: 0,
-    });
+    for (const path of ["storage", "texture"] as const) {
+      await checkOp({
+        shapes: [sa, sb],
+        dtype: "f16",
+        gpu: ([a, b]) => matmul(a, b, { path }),
+        ref: ([a, b]) => refMatmul(a, sa, b, sb, false, false),
+        tol: 3e-3,
+        gradTol: 0,
+      });
+    }
   }
 });
 
