@@ -130,15 +130,17 @@ export interface ReflowLossOptions {
   orientation: TimestepOrientation;
 }
 
-/** Refuses losses this project does not have yet, naming the setting. */
+/**
+ * Refuses unknown losses, naming the setting. "lpips" and "lpips+l2" are computed by
+ * `lpipsReflowLoss` (core/train/lpips_loss.ts; `selectReflowLoss` picks the function, and
+ * `checkLpipsConfig` checks their settings), not by {@link reflowLoss}.
+ */
 export function checkLossKind(loss: string): void {
-  if (loss === "l2") return;
-  if (loss === "lpips" || loss === "lpips+l2") {
-    throw new Error(
-      `config.reflow.reflow_loss = "${loss}": not implemented yet (issue 8); use "l2"`,
-    );
-  }
-  throw new Error(`config.reflow.reflow_loss: unknown loss "${loss}" (expected "l2")`);
+  // issue 8: the LPIPS losses live in lpips_loss.ts.
+  if (loss === "l2" || loss === "lpips" || loss === "lpips+l2") return;
+  throw new Error(
+    `config.reflow.reflow_loss: unknown loss "${loss}" (expected "l2", "lpips" or "lpips+l2")`,
+  );
 }
 
 /** A batch of pairs on the host plus the caption hidden states on the GPU. */
@@ -163,6 +165,10 @@ export function reflowLoss(
   opts: ReflowLossOptions,
 ): Tensor {
   checkLossKind(opts.loss);
+  if (opts.loss !== "l2") {
+    // issue 8: LPIPS needs the VAE and LPIPS networks; see selectReflowLoss in lpips_loss.ts.
+    throw new Error(`reflowLoss computes "l2"; "${opts.loss}" is lpipsReflowLoss (lpips_loss.ts)`);
+  }
   const [B, C, H, W] = batch.shape;
   if (t.length !== B) throw new Error(`reflow loss: ${t.length} times for a batch of ${B}`);
   const { zt, target } = interpolate(batch.z0, batch.z1, t);

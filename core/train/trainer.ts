@@ -51,11 +51,11 @@ import { CounterRng, STREAM_EVAL, STREAM_SAMPLE, STREAM_TRAIN } from "./rng.ts";
 import {
   checkLossKind,
   parseTSchedule,
-  reflowLoss,
   timesAt,
   type TSchedule,
   unetTimestep,
 } from "./reflow_loss.ts";
+import { checkLpipsConfig, selectReflowLoss } from "./lpips_loss.ts"; // issue 8: LPIPS losses
 import {
   checkpointName,
   type DataPosition,
@@ -136,6 +136,7 @@ export function checkTrainConfig(config: TrainConfig): TSchedule {
     );
   }
   checkLossKind(config.reflow.reflow_loss);
+  checkLpipsConfig(config.reflow); // issue 8: t0 schedule and weight paths for LPIPS losses
   for (
     const k of [
       "num_steps",
@@ -387,6 +388,9 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
     orientation: tc.timestep_orientation,
   };
   const velocity = (zt: Tensor, ts: Tensor, ctx: Tensor) => unet.forward(zt, ts, ctx);
+  // issue 8: "l2" -> reflowLoss; "lpips" / "lpips+l2" -> through the frozen VAE and LPIPS.
+  const lossImpl = await selectReflowLoss(gpu, config, vae);
+  const reflowLoss = lossImpl.loss;
   const one = keep(Tensor.from(gpu, [1], [1]));
 
   const encodeCaptions = (captions: string[]): Tensor =>
@@ -688,6 +692,7 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
     tb?.close();
     log?.close();
     one.dispose();
+    lossImpl.dispose(); // issue 8
     opt.dispose();
     ema.dispose();
     for (const p of params) {
