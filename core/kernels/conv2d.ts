@@ -11,6 +11,7 @@ import { Tensor } from "../tensor/tensor.ts";
 import type { DType } from "../tensor/tensor.ts";
 import { checkArgs, packUniforms, sameDtype, wgslType } from "./common.ts";
 import { sumTo } from "./reduce.ts";
+import { convTexFits, convTexForward } from "./conv2d_tex.ts";
 import {
   type GemmOperands,
   gemmShader,
@@ -27,6 +28,11 @@ export interface Conv2dOptions {
   padding?: number;
   /** Override the GEMM tile (benchmarks). */
   tile?: GemmTile;
+  /**
+   * Forward operand path: "texture" (packed textures, much faster on lavapipe, conv2d_tex.ts) or
+   * "storage"; default texture when the operands fit the texture limits. Backward uses storage.
+   */
+  path?: "texture" | "storage";
 }
 
 /** Tile for the convolution GEMMs: gathers are costly, so each invocation owns a large block. */
@@ -246,6 +252,11 @@ export function conv2dRaw(x: Tensor, w: Tensor, bias?: Tensor, o: Conv2dOptions 
   const dt = sameDtype("conv2d", ts);
   const g = geometry(x, w, bias, o);
   const out = Tensor.empty(gpu, [g.n, g.o, g.oh, g.ow], dt);
+  const tex = o.path === "texture" || (o.path === undefined && !o.tile);
+  if (tex && convTexFits(gpu, g)) {
+    convTexForward(x, w, bias, out, g);
+    return out;
+  }
   run(
     "fwd",
     dt,

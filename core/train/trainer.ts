@@ -470,7 +470,8 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
     });
     await ema.withAverage(() =>
       saveModule(unet, join(checkpointDir, `score_model_s${step}.safetensors`), {
-        metadata: { step: String(step) },
+        // The sample job and flow teachers read the orientation the student was trained with.
+        metadata: { step: String(step), timestep_orientation: tc.timestep_orientation },
       })
     );
     result.lastCheckpoint = dir;

@@ -49,29 +49,33 @@ const cases = [
   { x: [1, 9, 5, 5], w: [17, 9, 3, 3], s: 1, p: 1, bias: true },
 ];
 
-for (const c of cases) {
-  Deno.test(`conv2d x [${c.x}] w [${c.w}] stride ${c.s} pad ${c.p}${c.bias ? " +bias" : ""}`, async () => {
-    await checkOp({
-      shapes: c.bias ? [c.x, c.w, [c.w[0]]] : [c.x, c.w],
-      gpu: ([x, w, b]) => conv2d(x, w, b, { stride: c.s, padding: c.p }),
-      ref: ([x, w, b]) => refConv(x, c.x, w, c.w, c.s, c.p, b),
-      tol: 1e-5,
-      gradTol: 2e-3,
+for (const path of ["storage", "texture"] as const) {
+  for (const c of cases) {
+    Deno.test(`conv2d (${path}) x [${c.x}] w [${c.w}] stride ${c.s} pad ${c.p}${c.bias ? " +bias" : ""}`, async () => {
+      await checkOp({
+        shapes: c.bias ? [c.x, c.w, [c.w[0]]] : [c.x, c.w],
+        gpu: ([x, w, b]) => conv2d(x, w, b, { stride: c.s, padding: c.p, path }),
+        ref: ([x, w, b]) => refConv(x, c.x, w, c.w, c.s, c.p, b),
+        tol: 1e-5,
+        gradTol: 2e-3,
+      });
     });
-  });
+  }
 }
 
 Deno.test("conv2d f16 storage", async () => {
   const gpu = await testGpu();
   if (!gpu.hasF16) return;
-  await checkOp({
-    shapes: [[2, 8, 6, 6], [6, 8, 3, 3], [6]],
-    dtype: "f16",
-    gpu: ([x, w, b]) => conv2d(x, w, b, { padding: 1 }),
-    ref: ([x, w, b]) => refConv(x, [2, 8, 6, 6], w, [6, 8, 3, 3], 1, 1, b),
-    tol: 3e-3,
-    gradTol: 0,
-  });
+  for (const path of ["storage", "texture"] as const) {
+    await checkOp({
+      shapes: [[2, 8, 6, 6], [6, 8, 3, 3], [6]],
+      dtype: "f16",
+      gpu: ([x, w, b]) => conv2d(x, w, b, { padding: 1, path }),
+      ref: ([x, w, b]) => refConv(x, [2, 8, 6, 6], w, [6, 8, 3, 3], 1, 1, b),
+      tol: 3e-3,
+      gradTol: 0,
+    });
+  }
 });
 
 Deno.test("conv2d shape errors name the op and shapes", async () => {

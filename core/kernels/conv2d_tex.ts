@@ -1,0 +1,233 @@
+/// <reference types="@webgpu/types" />
+/**
+ * Texture-operand forward path of conv2d (see matmul_tex.ts for why textures: on lavapipe a
+ * `textureLoad` is a branchless SIMD fetch, a storage load a per-lane loop). x is packed into a 3-D
+ * rgba32float texture, texel (ix, iy, n*CQ + cq) = channels 4cq..4cq+3 of pixel (n, iy, ix); the weight
+ * into a 2-D texture, texel ((ky*kw + kx)*CQ + cq, o) = w[o, 4cq..4cq+3, ky, kx]. The implicit GEMM
+ * then walks (ky, kx) outside and channel quads inside, so the zero-padding mask of each output pixel
+ * is computed once per tap, and each invocation accumulates 8 channels x 8 pixels in registers.
+ */
+import type { Gpu } from "../gpu/device.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { header, packUniforms, wgslType } from "./common.ts";
+
+const TM = 8, NP = 8, WX = 8, PACK_WG = 8;
+
+/** Geometry of a convolution (as conv2d.ts computes it). */
+export interface ConvGeo {
+  n: number;
+  c: number;
+  h: number;
+  w: number;
+  o: number;
+  kh: number;
+  kw: number;
+  oh: number;
+  ow: number;
+  s: number;
+  p: number;
+}
+
+/** Whether the packed operands fit the device's texture limits. */
+export function convTexFits(gpu: Gpu, g: ConvGeo): boolean {
+  const l = gpu.limits;
+  const cq = Math.ceil(g.c / 4);
+  const d3 = l.maxTextureDimension3D;
+  return g.w <= d3 && g.h <= d3 && g.n * cq <= d3 &&
+    g.kh * g.kw * cq <= l.maxTextureDimension2D && g.o <= l.maxTextureDimension2D;
+}
+
+const U_DECL = `
+struct U { N: u32, C: u32, H: u32, W: u32, O: u32, OH: u32, OW: u32, KH: u32,
+  KW: u32, S: u32, P: u32, CQ: u32, p0: u32, p1: u32, p2: u32, p3: u32 };
+@group(0) @binding(0) var<uniform> u: U;`;
+
+function packXShader(T: string, hdr: string): string {
+  return `${hdr}${U_DECL}
+@group(0) @binding(1) var<storage, read> x: array<${T}>;
+@group(0) @binding(2) var dst: texture_storage_3d<rgba32float, write>;
+@compute @workgroup_size(${PACK_WG}, ${PACK_WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  if (gid.x >= u.W || gid.y >= u.H) { return; }
+  let n = gid.z / u.CQ;
+  let cq = gid.z % u.CQ;
+  var v = vec4<f32>(0.0);
+  for (var q = 0u; q < 4u; q++) {
+    let c = cq * 4u + q;
+    if (c < u.C) { v[q] = f32(x[((n * u.C + c) * u.H + gid.y) * u.W + gid.x]); }
+  }
+  textureStore(dst, gid, v);
+}`;
+}
+
+function packWShader(T: string, hdr: string): string {
+  return `${hdr}${U_DECL}
+@group(0) @binding(1) var<storage, read> wt: array<${T}>;
+@group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
+@compute @workgroup_size(${PACK_WG}, ${PACK_WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let kq = gid.x;
+  let o = gid.y;
+  if (kq >= u.KH * u.KW * u.CQ || o >= u.O) { return; }
+  let r = kq / u.CQ;
+  let cq = kq % u.CQ;
+  var v = vec4<f32>(0.0);
+  for (var q = 0u; q < 4u; q++) {
+    let c = cq * 4u + q;
+    if (c < u.C) { v[q] = f32(wt[(o * u.C + c) * u.KH * u.KW + r]); }
+  }
+  textureStore(dst, vec2<u32>(kq, o), v);
+}`;
+}
+
+function gemmShader(T: string, hdr: string, bias: boolean): string {
+  const L: string[] = [];
+  L.push(`${hdr}${U_DECL}
+@group(0) @binding(1) var tx: texture_3d<f32>;
+@group(0) @binding(2) var tw: texture_2d<f32>;
+${bias ? `@group(0) @binding(3) var<storage, read> bias: array<${T}>;` : ""}
+@group(0) @binding(${bias ? 4 : 3}) var<storage, read_write> y: array<${T}>;
+@compute @workgroup_size(${WX})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let ohw = u.OH * u.OW;
+  let P = u.N * ohw;
+  let row0 = wid.y * ${TM}u;
+  let col0 = (wid.x * ${WX}u + lid.x) * ${NP}u;`);
+  for (let i = 0; i < TM; i++) L.push(`  let m${i} = min(row0 + ${i}u, u.O - 1u);`);
+  for (let j = 0; j < NP; j++) {
+    L.push(`  let p${j} = min(col0 + ${j}u, P - 1u);
+  let z${j} = (p${j} / ohw) * u.CQ;
+  let iy${j} = i32(((p${j} % ohw) / u.OW) * u.S) - i32(u.P);
+  let ix${j} = i32((p${j} % u.OW) * u.S) - i32(u.P);`);
+  }
+  for (let i = 0; i < TM; i++) {
+    for (let v = 0; v < NP / 4; v++) L.push(`  var acc${i}_${v} = vec4<f32>(0.0);`);
+  }
+  L.push(`  for (var r = 0u; r < u.KH * u.KW; r++) {
+    let ky = i32(r / u.KW);
+    let kx = i32(r % u.KW);`);
+  for (let j = 0; j < NP; j++) {
+    // Padding: the tap's mask and clamped coordinates are fixed for all channel quads.
+    L.push(`    let yy${j} = iy${j} + ky;
+    let xx${j} = ix${j} + kx;
+    let ok${j} = select(0.0, 1.0, yy${j} >= 0 && yy${j} < i32(u.H) && xx${j} >= 0 && xx${j} < i32(u.W));
+    let cy${j} = u32(clamp(yy${j}, 0, i32(u.H) - 1));
+    let cx${j} = u32(clamp(xx${j}, 0, i32(u.W) - 1));`);
+  }
+  L.push(`    for (var cq = 0u; cq < u.CQ; cq++) {
+      let kq = r * u.CQ + cq;`);
+  for (let i = 0; i < TM; i++) {
+    L.push(`      let a${i} = textureLoad(tw, vec2<u32>(kq, m${i}), 0);`);
+  }
+  for (let j = 0; j < NP; j++) {
+    L.push(
+      `      let b${j} = textureLoad(tx, vec3<u32>(cx${j}, cy${j}, z${j} + cq), 0) * ok${j};`,
+    );
+  }
+  for (let q = 0; q < 4; q++) {
+    const c = "xyzw"[q];
+    for (let v = 0; v < NP / 4; v++) {
+      const js = [0, 1, 2, 3].map((t) => `b${4 * v + t}.${c}`).join(", ");
+      L.push(`      let bq${q}_${v} = vec4<f32>(${js});`);
+    }
+    for (let i = 0; i < TM; i++) {
+      for (let v = 0; v < NP / 4; v++) {
+        L.push(`      acc${i}_${v} = fma(vec4<f32>(a${i}.${c}), bq${q}_${v}, acc${i}_${v});`);
+      }
+    }
+  }
+  L.push(`    }
+  }`);
+  for (let i = 0; i < TM; i++) {
+    L.push(`  if (row0 + ${i}u < u.O) {`);
+    L.push(`    let o = row0 + ${i}u;`);
+    if (bias) L.push(`    let bo = f32(bias[o]);`);
+    for (let j = 0; j < NP; j++) {
+      const val = `acc${i}_${j >> 2}[${j & 3}]${bias ? " + bo" : ""}`;
+      L.push(`    if (col0 + ${j}u < P) {
+      let pj = col0 + ${j}u;
+      y[((pj / ohw) * u.O + o) * ohw + pj % ohw] = ${T}(${val});
+    }`);
+    }
+    L.push(`  }`);
+  }
+  L.push(`}`);
+  return L.join("\n");
+}
+
+function uniformBuffer(gpu: Gpu, data: Uint32Array): GPUBuffer {
+  const buf = gpu.device.createBuffer({
+    size: Math.max(16, data.byteLength),
+    usage: GPUBufferUsage.UNIFORM,
+    mappedAtCreation: true,
+  });
+  new Uint32Array(buf.getMappedRange()).set(data);
+  buf.unmap();
+  return buf;
+}
+
+/**
+ * Forward convolution through packed textures into `out` [N, O, OH, OW]. Records its own command
+ * buffer after submitting the work recorded so far (Gpu.dispatch binds storage buffers only).
+ */
+export function convTexForward(
+  x: Tensor,
+  w: Tensor,
+  bias: Tensor | undefined,
+  out: Tensor,
+  g: ConvGeo,
+): void {
+  const gpu = out.gpu;
+  const dev = gpu.device;
+  const T = wgslType(x.dtype);
+  const hdr = header(x.dtype);
+  const cq = Math.ceil(g.c / 4);
+  const kx = gpu.kernel("conv2d_tex_pack_x", T, () => packXShader(T, hdr));
+  const kw = gpu.kernel("conv2d_tex_pack_w", T, () => packWShader(T, hdr));
+  const kg = gpu.kernel("conv2d_tex", `${T}|${!!bias}`, () => gemmShader(T, hdr, !!bias));
+  gpu.flush();
+  const texX = dev.createTexture({
+    size: [g.w, g.h, g.n * cq],
+    dimension: "3d",
+    format: "rgba32float",
+    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
+  });
+  const kq = g.kh * g.kw * cq;
+  const texW = dev.createTexture({
+    size: [kq, g.o],
+    format: "rgba32float",
+    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
+  });
+  const ub = uniformBuffer(
+    gpu,
+    packUniforms([g.n, g.c, g.h, g.w, g.o, g.oh, g.ow, g.kh, g.kw, g.s, g.p, cq, 0, 0, 0, 0]),
+  );
+  const enc = dev.createCommandEncoder({ label: "conv2d_tex" });
+  const pass = enc.beginComputePass();
+  const bind = (pipe: GPUComputePipeline, res: GPUBindingResource[]) =>
+    dev.createBindGroup({
+      layout: pipe.getBindGroupLayout(0),
+      entries: [{ binding: 0, resource: { buffer: ub } }].concat(
+        res.map((r, i) => ({ binding: i + 1, resource: r })) as never[],
+      ),
+    });
+  pass.setPipeline(kx.pipeline);
+  pass.setBindGroup(0, bind(kx.pipeline, [{ buffer: x.buffer }, texX.createView()]));
+  pass.dispatchWorkgroups(Math.ceil(g.w / PACK_WG), Math.ceil(g.h / PACK_WG), g.n * cq);
+  pass.setPipeline(kw.pipeline);
+  pass.setBindGroup(0, bind(kw.pipeline, [{ buffer: w.buffer }, texW.createView()]));
+  pass.dispatchWorkgroups(Math.ceil(kq / PACK_WG), Math.ceil(g.o / PACK_WG));
+  const res: GPUBindingResource[] = [texX.createView(), texW.createView()];
+  if (bias) res.push({ buffer: bias.buffer });
+  res.push({ buffer: out.buffer });
+  pass.setPipeline(kg.pipeline);
+  pass.setBindGroup(0, bind(kg.pipeline, res));
+  const P = g.n * g.oh * g.ow;
+  pass.dispatchWorkgroups(Math.ceil(P / (WX * NP)), Math.ceil(g.o / TM));
+  pass.end();
+  dev.queue.submit([enc.finish()]);
+  // Destroying after submit is safe: the work already queued keeps its resources.
+  texX.destroy();
+  texW.destroy();
+  ub.destroy();
+}
