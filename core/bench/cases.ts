@@ -113,7 +113,7 @@ export const BENCH_CASES: BenchCase[] = [
     "B2 L1024 C320 h8",
     "f32",
     4 * 2 * 1024 * 1024 * 320,
-    true,
+    false,
     [[2, 1024, 320], [2, 1024, 320], [2, 1024, 320]],
     ([q, k, v]) => attention(q, k, v, { heads: 8 }),
   ),

@@ -1,7 +1,9 @@
 /**
  * Sampling benchmark: images per second of the sample job's integration (UNet passes and their
  * read-backs; decoding and PNG writing excluded) on a tiny UNet (two levels, 8x8 latents, random
- * weights, random caption states), for one and four Euler steps and for RK45. A warm-up batch
+ * weights, random caption states), for one and four Euler steps and for RK45 (one timed batch; its
+ * tolerance defaults to 1e-3 rather than the original's 1e-5, since a random-weight UNet's field is
+ * far more curved than a trained flow's and would need hundreds of evaluations). A warm-up batch
  * compiles the pipelines first.
  *
  * @example
@@ -38,7 +40,7 @@ export interface BenchSampleOptions {
   batch?: number;
   /** Timed batches per sampler (default 3). */
   repeats?: number;
-  /** RK45 tolerance (default 1e-5, the original's). */
+  /** RK45 tolerance (default 1e-3). */
   odeTol?: number;
   /** A GPU to use (default: opened here and closed after). */
   gpu?: Gpu;
@@ -71,27 +73,27 @@ export async function benchSample(opts: BenchSampleOptions = {}): Promise<BenchS
   const base: BatchSamplerOptions = {
     sampler: "euler",
     sampleN: 1,
-    odeTol: opts.odeTol ?? 1e-5,
+    odeTol: opts.odeTol ?? 1e-3,
     sigmaVar: 0,
     noiseScale: 1,
     orientation: "original",
     returnTrajectory: false,
   };
-  const timeIt = async (o: BatchSamplerOptions) => {
+  const timeIt = async (o: BatchSamplerOptions, times = repeats) => {
     let seconds = 0;
     let nfe = 0;
-    for (let r = 0; r < repeats; r++) {
+    for (let r = 0; r < times; r++) {
       const res = await sampleBatch(gpu, unet, context, z0, shape, o);
       seconds += res.seconds;
       nfe = res.nfe;
     }
-    return { imagesPerSec: (B * repeats) / seconds, seconds: seconds / repeats, nfe };
+    return { imagesPerSec: (B * times) / seconds, seconds: seconds / times, nfe };
   };
   try {
     await sampleBatch(gpu, unet, context, z0, shape, base); // compile the pipelines
     const e1 = await timeIt(base);
     const e4 = await timeIt({ ...base, sampleN: 4 });
-    const rk = await timeIt({ ...base, sampler: "rk45" });
+    const rk = await timeIt({ ...base, sampler: "rk45" }, 1);
     return {
       adapter: gpu.describe().description,
       batch: B,

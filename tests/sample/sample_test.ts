@@ -32,6 +32,7 @@ import {
 import type { SampleConfig } from "../../configs/sample.ts";
 
 const TMP = await Deno.makeTempDir({ prefix: "reflow_sample_test_" });
+globalThis.addEventListener("unload", () => Deno.removeSync(TMP, { recursive: true }));
 const MODEL = join(TMP, "model");
 const MODEL_NO_VAE = join(TMP, "model_novae");
 const DATA = join(TMP, "data");

@@ -12,6 +12,7 @@ import { openWeights } from "../../core/io/weights.ts";
 import { SAMPLE_FIXTURES } from "./_tiny.ts";
 
 const TMP = await Deno.makeTempDir({ prefix: "reflow_score_model_test_" });
+globalThis.addEventListener("unload", () => Deno.removeSync(TMP, { recursive: true }));
 const UNET_DIR = join(SAMPLE_FIXTURES, "unet_tiny");
 const SAFETENSORS = join(UNET_DIR, "diffusion_pytorch_model.safetensors");
 

@@ -126,7 +126,12 @@ Deno.test("lpips losses: bad settings are refused with the setting named", async
     await assert.rejects(run(cfg), /needs config.reflow.lpips_vgg_path/);
     cfg = base();
     cfg.reflow.lpips_vgg_path = join(tmp, "missing.pth");
-    await assert.rejects(run(cfg), /lpips_vgg_path = ".*missing.pth" does not exist/);
+    const vae = await tinyVae(gpu);
+    await assert.rejects(
+      run(cfg, { models: { ...tinyModels(gpu), vae } }),
+      /lpips_vgg_path = ".*missing.pth" does not exist/,
+    );
+    vae.dispose();
     // The tiny models have no VAE.
     await assert.rejects(run(base()), /no VAE was loaded/);
   } finally {
@@ -143,9 +148,9 @@ for (const loss of ["lpips", "lpips+l2"] as const) {
       await makeTinyRoots(join(tmp, "data"), 8);
       const c = lpipsSettings(tinyConfig(join(tmp, "data")), loss);
       c.diffusers.gradient_checkpointing = loss === "lpips"; // both paths
-      c.training.num_steps = 24;
+      c.training.num_steps = 16;
       c.training.log_freq = 1;
-      c.training.eval_freq = 12;
+      c.training.eval_freq = 8;
       c.training.sampling_freq = 1000;
       c.optim.lr = 3e-3;
       c.optim.warmup = 3;
@@ -153,13 +158,13 @@ for (const loss of ["lpips", "lpips+l2"] as const) {
         models: { ...tinyModels(gpu), vae },
       });
       const r = await runTraining(init);
-      assert.equal(r.step, 24);
+      assert.equal(r.step, 16);
       const losses = [...r.losses.entries()].sort((a, b) => a[0] - b[0]).map(([, x]) => x);
       const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
       const early = mean(losses.slice(0, 4)), late = mean(losses.slice(-4));
-      console.log(`${loss} run: loss ${early.toFixed(4)} (steps 1-4) -> ${late.toFixed(4)} (21-24)`);
+      console.log(`${loss} run: loss ${early.toFixed(4)} (steps 1-4) -> ${late.toFixed(4)} (13-16)`);
       assert.ok(losses.every(Number.isFinite));
-      assert.ok(late < 0.8 * early, `loss did not fall: ${early} -> ${late}`);
+      assert.ok(late < 0.9 * early, `loss did not fall: ${early} -> ${late}`);
       assert.ok(r.evalLosses.size >= 2 && [...r.evalLosses.values()].every(Number.isFinite));
       const log = await Deno.readTextFile(join(tmp, "run", "exp.log"));
       assert.match(log, new RegExp(`LOSS: ${loss.replace("+", "\\+")}`));
