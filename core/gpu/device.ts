@@ -196,10 +196,11 @@ export class Gpu {
       entries,
       label: k.name,
     });
+    if (this.profiler) this.endPass(); // one pass per dispatch, each timed
     if (!this.pass) {
       // An encoder may already hold copies recorded since the last flush: keep them.
       this.encoder ??= this.device.createCommandEncoder();
-      this.pass = this.encoder.beginComputePass();
+      this.pass = this.encoder.beginComputePass(this.profiler?.passTimestamps(k.name));
     }
     this.pass.setPipeline(k.pipeline);
     this.pass.setBindGroup(0, bindGroup);
@@ -236,7 +237,9 @@ export class Gpu {
       if (this.arenaUsed > 0) {
         this.device.queue.writeBuffer(this.arenaBuffer, 0, this.arena, 0, this.arenaUsed);
       }
+      this.profiler?.resolve(this.encoder);
       this.device.queue.submit([this.encoder.finish()]);
+      this.profiler?.afterSubmit();
       this.encoder = null;
       // The arena buffer is in flight now; writes for the next batch go to a fresh one so they
       // cannot overtake the submitted commands' reads.
@@ -265,6 +268,27 @@ export class Gpu {
     // writeBuffer is ordered after earlier submits on the queue, so a retired arena can be reused.
     if (this.spareArenas.length < 4) this.spareArenas.push(b);
     else b.destroy();
+  }
+
+  private profiler: Profiler | null = null;
+
+  /**
+   * Times every following dispatch with timestamp queries (each in its own compute pass) until
+   * {@link stopProfiling}, which returns milliseconds and counts per kernel name. Needs the
+   * adapter feature `timestamp-query`.
+   */
+  startProfiling(): void {
+    if (!this.hasTimestamps) throw new GpuError("profiling needs the 'timestamp-query' feature");
+    this.flush();
+    this.profiler = new Profiler(this.device);
+  }
+
+  async stopProfiling(): Promise<Map<string, { ms: number; count: number }>> {
+    const p = this.profiler;
+    if (!p) throw new GpuError("stopProfiling: profiling was not started");
+    this.flush();
+    this.profiler = null;
+    return await p.collect();
   }
 
   /** Uploads host data into `buffer` at `offset`, after any recorded work that precedes it. */
@@ -347,5 +371,69 @@ export class Gpu {
     this.flush();
     this.pool.trim();
     this.device.destroy();
+  }
+}
+
+/** Timestamp queries around each dispatch, resolved at every submit and read at the end. */
+class Profiler {
+  private static readonly SLOTS = 2 * MAX_DISPATCHES_PER_SUBMIT;
+  private querySet: GPUQuerySet;
+  private names: string[] = [];
+  private pending: { buffer: GPUBuffer; names: string[] }[] = [];
+
+  constructor(private readonly device: GPUDevice) {
+    this.querySet = device.createQuerySet({ type: "timestamp", count: Profiler.SLOTS });
+  }
+
+  passTimestamps(name: string): GPUComputePassDescriptor {
+    const i = this.names.length;
+    this.names.push(name);
+    return {
+      timestampWrites: {
+        querySet: this.querySet,
+        beginningOfPassWriteIndex: 2 * i,
+        endOfPassWriteIndex: 2 * i + 1,
+      },
+    };
+  }
+
+  resolve(encoder: GPUCommandEncoder): void {
+    const n = this.names.length;
+    if (n === 0) return;
+    const resolved = this.device.createBuffer({
+      size: 16 * n,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const read = this.device.createBuffer({
+      size: 16 * n,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    encoder.resolveQuerySet(this.querySet, 0, 2 * n, resolved, 0);
+    encoder.copyBufferToBuffer(resolved, 0, read, 0, 16 * n);
+    this.pending.push({ buffer: read, names: this.names });
+    this.names = [];
+  }
+
+  afterSubmit(): void {
+    // A fresh query set per submit: the previous one is still being resolved.
+    this.querySet = this.device.createQuerySet({ type: "timestamp", count: Profiler.SLOTS });
+  }
+
+  async collect(): Promise<Map<string, { ms: number; count: number }>> {
+    const out = new Map<string, { ms: number; count: number }>();
+    for (const p of this.pending) {
+      await p.buffer.mapAsync(GPUMapMode.READ);
+      const t = new BigInt64Array(p.buffer.getMappedRange());
+      p.names.forEach((name, i) => {
+        const ms = Number(t[2 * i + 1] - t[2 * i]) / 1e6;
+        const e = out.get(name) ?? { ms: 0, count: 0 };
+        e.ms += Math.max(0, ms);
+        e.count++;
+        out.set(name, e);
+      });
+      p.buffer.unmap();
+      p.buffer.destroy();
+    }
+    return out;
   }
 }
