@@ -42,4 +42,5 @@ export { interpolateNearest, upsampleNearest2x } from "./kernels/upsample.ts";
 export { geglu } from "./kernels/geglu.ts";
 export { mse, type MseReduction } from "./kernels/mse.ts";
 export { cast } from "./kernels/cast.ts";
-export { linear, matmul } from "./kernels/matmul.ts";
+export { linear, matmul, matmulRaw } from "./kernels/matmul.ts";
+export { conv2d, conv2dRaw } from "./kernels/conv2d.ts";

@@ -50,7 +50,9 @@ async function main(): Promise<void> {
       `${r.name.padEnd(16)} ${r.shape.padEnd(22)} ${r.dtype} ${r.ms.toFixed(2).padStart(10)} ms` +
         (r.gflops === null
           ? ""
-          : `  ${r.gflops.toFixed(2)} GFLOP/s (${r.pct_of_peak!.toFixed(1)}%)`),
+          : `  ${r.gflops.toFixed(2)} GFLOP/s (${r.pct_of_peak!.toFixed(1)}% of ${
+            near.toFixed(1)
+          })`),
     );
   }
   console.log(`\n${formatTable(results)}`);

@@ -64,16 +64,18 @@ export function runCase(
 }
 
 /** Formats results as a markdown table. */
-export function formatTable(results: BenchResult[]): string {
+export function formatTable(results: (BenchResult & { peak_nearby_gflops?: number })[]): string {
   const rows = [
-    "| op | shape | dtype | ms | GFLOP/s | % of peak |",
-    "| --- | --- | --- | ---: | ---: | ---: |",
+    "| op | shape | dtype | ms | GFLOP/s | peak nearby | % of peak |",
+    "| --- | --- | --- | ---: | ---: | ---: | ---: |",
   ];
   for (const r of results) {
     rows.push(
       `| ${r.name} | ${r.shape} | ${r.dtype} | ${r.ms.toFixed(2)} | ${
         r.gflops === null ? "-" : r.gflops.toFixed(2)
-      } | ${r.pct_of_peak === null ? "-" : r.pct_of_peak.toFixed(1)} |`,
+      } | ${r.peak_nearby_gflops?.toFixed(1) ?? "-"} | ${
+        r.pct_of_peak === null ? "-" : r.pct_of_peak.toFixed(1)
+      } |`,
     );
   }
   return rows.join("\n");

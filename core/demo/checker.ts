@@ -17,6 +17,7 @@
 import {
   BACKGROUND,
   CHANNELS,
+  IMAGE_SIZE,
   COLOR_NAMES,
   COLORS,
   parseCaption,
@@ -33,8 +34,8 @@ export interface Seen {
   /** Pixels counted as object (coverage-weighted). */
   area: number;
   fill: number;
-  /** Lower-half mass over upper-half mass of the object. */
-  lowHigh: number;
+  /** Vertical skewness of the object's mass (about -0.57 for a triangle, 0 for the others). */
+  skew: number;
   cx: number;
   cy: number;
 }
@@ -83,7 +84,7 @@ export function analyse(pixels: ArrayLike<number>, size: number): Seen {
     position: null,
     area,
     fill: 0,
-    lowHigh: 0,
+    skew: 0,
     cx: NaN,
     cy: NaN,
   };
@@ -112,26 +113,28 @@ export function analyse(pixels: ArrayLike<number>, size: number): Seen {
     for (let y = 0; y < size; y++) m = Math.max(m, cov[y * size + x]);
     width += m;
   }
-  let low = 0;
-  let high = 0;
+  let m2 = 0;
+  let m3 = 0;
   for (let y = 0; y < size; y++) {
     let m = 0;
     for (let x = 0; x < size; x++) {
       const v = cov[y * size + x];
       m = Math.max(m, v);
-      if (y + 0.5 > cy) low += v;
-      else high += v;
+      const d = y + 0.5 - cy;
+      m2 += v * d * d;
+      m3 += v * d * d * d;
     }
     height += m;
   }
   const fill = area / Math.max(1e-6, width * height);
-  const lowHigh = low / Math.max(high, 1e-6);
+  // Vertical skewness: a triangle standing on its base has its mass low (negative skew).
+  const skew = m3 / area / Math.max(1e-9, (m2 / area) ** 1.5);
   let shape: Shape;
-  if (fill < 0.715) shape = "triangle";
+  if (fill < 0.7 || (fill < 0.78 && skew < -0.25)) shape = "triangle";
   else if (fill > 0.92) shape = "square";
   else shape = "circle";
   const position: Position | null = cx < size * 0.42 ? "left" : cx > size * 0.58 ? "right" : null;
-  return { color, shape, position, area, fill, lowHigh, cx, cy };
+  return { color, shape, position, area, fill, skew, cx, cy };
 }
 
 /**
@@ -139,7 +142,7 @@ export function analyse(pixels: ArrayLike<number>, size: number): Seen {
  * needs the object on that side; one without needs it away from both sides' extremes... only
  * colour and shape are checked then.
  */
-export function checkImage(pixels: ArrayLike<number>, caption: string, size = 16): CheckResult {
+export function checkImage(pixels: ArrayLike<number>, caption: string, size = IMAGE_SIZE): CheckResult {
   const want = parseCaption(caption);
   if (!want) throw new Error(`checker: "${caption}" is not a caption of the shapes data set`);
   const seen = analyse(pixels, size);
@@ -167,7 +170,7 @@ export interface CheckSummary {
 export function checkAll(
   images: readonly ArrayLike<number>[],
   captions: readonly string[],
-  size = 16,
+  size = IMAGE_SIZE,
 ): { results: CheckResult[]; summary: CheckSummary } {
   if (images.length !== captions.length) {
     throw new Error(`checker: ${images.length} images for ${captions.length} captions`);

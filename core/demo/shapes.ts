@@ -1,7 +1,7 @@
 /**
  * The tiny teacher's training data: a procedurally generated, seeded data set of captioned
  * pictures of one coloured shape ("a red circle", "a blue square on the left") on a grey ground,
- * 3x16x16 pixels in [-1, 1] (the UNet's pixel space; no VAE).
+ * 3x12x12 pixels in [-1, 1] (the UNet's pixel space; no VAE).
  *
  * Everything is a pure function of (seed, index): sample i of a seed is the same picture and
  * caption on every machine, whatever else was drawn before it.
@@ -17,7 +17,7 @@
 import { CounterRng } from "../train/rng.ts";
 
 /** Image side in pixels. */
-export const IMAGE_SIZE = 16;
+export const IMAGE_SIZE = 12;
 /** Colour channels. */
 export const CHANNELS = 3;
 
@@ -86,9 +86,9 @@ export function parseCaption(
 
 /** Centre ranges (pixels) of each position. */
 const CENTRE: Record<"left" | "right" | "middle", [number, number]> = {
-  left: [4.5, 5.5],
-  right: [10.5, 11.5],
-  middle: [6.5, 9.5],
+  left: [3.3, 4.1],
+  right: [7.9, 8.7],
+  middle: [5, 7],
 };
 
 /** The spec of sample `i` of `seed`. */
@@ -103,7 +103,7 @@ export function shapeSpec(seed: number, i: number): ShapeSpec {
     CENTRE[k][0] + u * (CENTRE[k][1] - CENTRE[k][0]);
   const cx = range(position ?? "middle", rng.uniformAt(base + 3));
   const cy = range("middle", rng.uniformAt(base + 4));
-  const r = 3.2 + 1.0 * rng.uniformAt(base + 5);
+  const r = 2.5 + 0.7 * rng.uniformAt(base + 5);
   return { color, shape, position, cx, cy, r };
 }
 
@@ -130,7 +130,7 @@ function inside(spec: ShapeSpec, x: number, y: number): boolean {
   }
 }
 
-/** Renders a spec as [3, 16, 16] pixels in [-1, 1] (4x4 supersampled edges). */
+/** Renders a spec as [3, 12, 12] pixels in [-1, 1] (4x4 supersampled edges). */
 export function renderShape(spec: ShapeSpec, size = IMAGE_SIZE): Float32Array {
   const out = new Float32Array(CHANNELS * size * size);
   const col = COLORS[spec.color];
@@ -155,7 +155,7 @@ export function renderShape(spec: ShapeSpec, size = IMAGE_SIZE): Float32Array {
 /** One data-set sample. */
 export interface ShapeSample {
   caption: string;
-  /** [3, 16, 16] in [-1, 1]. */
+  /** [3, 12, 12] in [-1, 1]. */
   pixels: Float32Array;
   spec: ShapeSpec;
 }

@@ -50,6 +50,18 @@ function releaseTex(gpu: Gpu, t: Tex): void {
   else t.tex.destroy();
 }
 
+/**
+ * Destroys the pooled operand textures of `gpu` (they are kept per size for reuse, at most two per
+ * size); call after a phase with many one-off shapes to return their memory.
+ */
+export function trimMatmulTextures(gpu: Gpu): void {
+  const pool = pools.get(gpu);
+  if (!pool) return;
+  gpu.flush();
+  for (const list of pool.values()) for (const t of list) t.tex.destroy();
+  pool.clear();
+}
+
 /** Whether operands of these extents fit the device's texture limits. */
 export function texPathFits(gpu: Gpu, m: number, n: number, k: number, layers: number): boolean {
   const l = gpu.limits;
@@ -115,8 +127,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   let M = u.M;
   let N = u.N;
   let K = u.K;
-  let row0 = wid.y * ${TM}u;
-  let cq0 = (wid.x * ${WX}u + lid.x) * ${NV}u;
+  // Workgroups consecutive in x share a column panel of B (which stays in cache) and walk down
+  // the rows: A then streams once per column panel instead of B once per row block.
+  let row0 = wid.x * ${TM}u;
+  let cq0 = (wid.y * ${WX}u + lid.x) * ${NV}u;
   var rem = wid.z;
   var layA = 0u;
   var layB = 0u;
@@ -272,7 +286,7 @@ export function texGemm(p: TexGemm): void {
     0,
     dev.createBindGroup({ layout: gemmK.pipeline.getBindGroupLayout(0), entries }),
   );
-  pass.dispatchWorkgroups(Math.ceil(Math.ceil(n / 4) / (WX * NV)), Math.ceil(m / TM), layers);
+  pass.dispatchWorkgroups(Math.ceil(m / TM), Math.ceil(Math.ceil(n / 4) / (WX * NV)), layers);
   pass.end();
   dev.queue.submit([enc.finish()]);
   for (const b of temps) b.destroy();

@@ -25,11 +25,12 @@ export interface GemmTile {
 }
 
 /**
- * The default tile: 32 rows x 8 columns per invocation, 8 invocations (32x64 of C per group). Measured
- * on lavapipe (Mesa 22.3), where every storage load is a per-lane scalar loop: the larger the block,
- * the fewer loads per FMA; accumulators that spill go to the stack, which is still cheaper.
+ * The default tile of the storage-buffer path: 8 rows x 8 columns per invocation, 8x4 invocations
+ * (32x64 of C per group). On lavapipe every storage load is a per-lane loop, so this path is load-bound
+ * whatever the tile (larger blocks measured within 2x, at several times the compile time); it serves
+ * shapes beyond the texture limits and conv2d's backward passes, and is a plain tiled GEMM on GPUs.
  */
-export const DEFAULT_TILE: GemmTile = { tm: 32, nv: 2, wx: 8, wy: 1, uk: 2 };
+export const DEFAULT_TILE: GemmTile = { tm: 8, nv: 2, wx: 8, wy: 4, uk: 2 };
 
 /** Rows and columns of C one workgroup covers. */
 export function tileExtent(t: GemmTile): { bm: number; bn: number } {

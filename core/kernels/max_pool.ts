@@ -13,7 +13,15 @@
 import { GpuError } from "../gpu/errors.ts";
 import { record, save } from "../tensor/autograd.ts";
 import { Tensor } from "../tensor/tensor.ts";
-import { checkArgs, grid1d, GRID_ARGS, header, linearIndex, packUniforms, wgslType } from "./common.ts";
+import {
+  checkArgs,
+  grid1d,
+  GRID_ARGS,
+  header,
+  linearIndex,
+  packUniforms,
+  wgslType,
+} from "./common.ts";
 
 const WG = 256;
 

@@ -64,6 +64,9 @@ import {
   stepFromCheckpointPath,
 } from "./train_state.ts";
 import { type GradientExchange, LocalExchange } from "../dist/allreduce.ts";
+import { DEFAULT_CAPTION_DROPOUT, DiffusionObjective, SAMPLE_GRID } from "./diffusion_loss.ts";
+import type { LossBatch } from "./reflow_loss.ts";
+import { DiffusionTeacher } from "../pipeline/teacher.ts";
 
 /** The models a run uses: the student and the frozen text side (and VAE for sample grids). */
 export interface TrainModels {
@@ -130,9 +133,9 @@ export function checkTrainConfig(config: TrainConfig): TSchedule {
       `config.sampling.method: "${config.sampling.method}" is unknown (only "rectified_flow")`,
     );
   }
-  if (config.training.objective !== "reflow") {
+  if (config.training.objective !== "reflow" && config.training.objective !== "diffusion") {
     throw new Error(
-      `config.training.objective = "${config.training.objective}": the train job trains "reflow"`,
+      `config.training.objective = "${config.training.objective}": not "reflow" or "diffusion"`,
     );
   }
   checkLossKind(config.reflow.reflow_loss);
@@ -391,6 +394,20 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
   // issue 8: "l2" -> reflowLoss; "lpips" / "lpips+l2" -> through the frozen VAE and LPIPS.
   const lossImpl = await selectReflowLoss(gpu, config, vae);
   const reflowLoss = lossImpl.loss;
+  // --- training.objective hook (diffusion_loss.ts): "diffusion" trains epsilon prediction with
+  // caption dropout on (noise z0, clean z1) pairs; "reflow" is the original's loss. ---
+  const diffusion = config.training.objective === "diffusion"
+    ? await DiffusionObjective.fromModelDir(
+      config.diffusers.ckpt_path,
+      (tc as { caption_dropout?: number }).caption_dropout ?? DEFAULT_CAPTION_DROPOUT,
+    )
+    : null;
+  /** The objective's loss for B samples whose times come from draws [base, base + B) of rng. */
+  const lossAt = (rng: CounterRng, base: number, batch: LossBatch): Tensor =>
+    diffusion
+      ? diffusion.loss(gpu, velocity, batch, diffusion.timestepsAt(rng, base, B), tc.reduce_mean)
+      : reflowLoss(gpu, velocity, batch, timesAt(schedule, rng, base, B), lossOpts);
+  // --- end of the objective hook ---
   const one = keep(Tensor.from(gpu, [1], [1]));
 
   const encodeCaptions = (captions: string[]): Tensor =>
@@ -478,6 +495,22 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
     log?.info(`step ${step} | saved ${dir} and score_model_s${step}.safetensors (EMA)`);
   };
 
+  const diffusionGrid = async (captions: string[], z0: Float32Array): Promise<Float32Array> => {
+    const teacher = new DiffusionTeacher({
+      gpu,
+      tokenizer,
+      textEncoder,
+      unet,
+      schedulerConfig: diffusion!.schedulerConfig,
+      ...SAMPLE_GRID,
+    });
+    try {
+      return await teacher.sample(captions, z0);
+    } finally {
+      teacher.dispose();
+    }
+  };
+
   const drawSamples = async (): Promise<void> => {
     const batch = await evalBatch();
     const context = encodeCaptions(batch.captions);
@@ -503,7 +536,9 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
         }
       };
       const sample = await ema.withAverage(async () =>
-        config.sampling.use_ode_sampler === "rk45"
+        diffusion
+          ? await diffusionGrid(batch.captions, z0)
+          : config.sampling.use_ode_sampler === "rk45"
           ? (await rk45Sample(model, z0)).x
           : (await eulerSample(model, z0, { steps: config.sampling.sample_N })).x
       );
@@ -537,21 +572,10 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
     const batch = await evalBatch();
     const context = encodeCaptions(batch.captions);
     try {
-      const t = timesAt(schedule, rngEval, rngEval.advance(B), B);
+      const base = rngEval.advance(B);
       return await ema.withAverage(async () => {
         const loss = noGrad(() =>
-          reflowLoss(
-            gpu,
-            velocity,
-            {
-              z0: batch.z0,
-              z1: batch.z1,
-              shape: [B, C, H, W],
-              context,
-            },
-            t,
-            lossOpts,
-          )
+          lossAt(rngEval, base, { z0: batch.z0, z1: batch.z1, shape: [B, C, H, W], context })
         );
         try {
           return (await loss.toF32())[0];
@@ -565,6 +589,7 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
   };
 
   if (main) {
+    log!.info(`OBJECTIVE: ${config.training.objective}`);
     log!.info(`REFLOW T SCHEDULE: ${config.reflow.reflow_t_schedule}`);
     log!.info(`LOSS: ${config.reflow.reflow_loss}`);
     log!.info(
@@ -582,7 +607,7 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
         const tBase = rngTrain.advance(G);
         const flipBase = config.data.random_flip ? rngTrain.advance(G) : -1;
         const noiseBase = tc.randz0 === "random" ? rngTrain.advance(G * n) : -1;
-        const t = timesAt(schedule, rngTrain, tBase + rank * B, B);
+        const dropBase = diffusion ? rngTrain.advance(G) : -1;
         const z0 = noiseBase >= 0 ? rngTrain.normals(noiseBase + rank * B * n, B * n) : batch.z0;
         const z1 = batch.z1;
         if (flipBase >= 0) {
@@ -593,14 +618,12 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
           flipRows(z0, flips, C, H, W);
           flipRows(z1, flips, C, H, W);
         }
-        const context = encodeCaptions(batch.captions);
-        const loss = reflowLoss(
-          gpu,
-          velocity,
-          { z0, z1, shape: [B, C, H, W], context },
-          t,
-          lossOpts,
+        const context = encodeCaptions(
+          diffusion
+            ? diffusion.dropCaptionsAt(batch.captions, rngTrain, dropBase + rank * B)
+            : batch.captions,
         );
+        const loss = lossAt(rngTrain, tBase + rank * B, { z0, z1, shape: [B, C, H, W], context });
         backward([loss], [one], addInPlace);
         context.dispose();
         parts.push(loss);

@@ -21,8 +21,7 @@ import { runTraining } from "../../core/train/trainer.ts";
 import type { TrainConfig } from "../../configs/train.ts";
 import { makeTinyRoots, tinyConfig, tinyInit, tinyModels } from "./_tiny.ts";
 
-const fixture = (rel: string) =>
-  fileURLToPath(new URL(`../fixtures/${rel}`, import.meta.url));
+const fixture = (rel: string) => fileURLToPath(new URL(`../fixtures/${rel}`, import.meta.url));
 
 async function npy(name: string): Promise<{ shape: number[]; data: Float32Array }> {
   const a = await readNpy(fixture(`lpips/${name}.npy`));
@@ -162,7 +161,9 @@ for (const loss of ["lpips", "lpips+l2"] as const) {
       const losses = [...r.losses.entries()].sort((a, b) => a[0] - b[0]).map(([, x]) => x);
       const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
       const early = mean(losses.slice(0, 4)), late = mean(losses.slice(-4));
-      console.log(`${loss} run: loss ${early.toFixed(4)} (steps 1-4) -> ${late.toFixed(4)} (13-16)`);
+      console.log(
+        `${loss} run: loss ${early.toFixed(4)} (steps 1-4) -> ${late.toFixed(4)} (13-16)`,
+      );
       assert.ok(losses.every(Number.isFinite));
       assert.ok(late < 0.9 * early, `loss did not fall: ${early} -> ${late}`);
       assert.ok(r.evalLosses.size >= 2 && [...r.evalLosses.values()].every(Number.isFinite));
