@@ -44,3 +44,4 @@ export { mse, type MseReduction } from "./kernels/mse.ts";
 export { cast } from "./kernels/cast.ts";
 export { linear, matmul, matmulRaw } from "./kernels/matmul.ts";
 export { conv2d, conv2dRaw } from "./kernels/conv2d.ts";
+export { maxPool2x2 } from "./kernels/max_pool.ts";

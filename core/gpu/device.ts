@@ -31,6 +31,10 @@ export interface Kernel {
   usesUniforms: boolean;
 }
 
+function isBuffer(b: GPUBuffer | GPUTextureView): b is GPUBuffer {
+  return "mapAsync" in b;
+}
+
 export class Gpu {
   readonly pool: BufferPool;
   readonly hasF16: boolean;
@@ -102,6 +106,9 @@ export class Gpu {
         "maxComputeWorkgroupsPerDimension",
         "maxStorageBuffersPerShaderStage",
         "maxBindGroups",
+        "maxTextureDimension2D",
+        "maxTextureDimension3D",
+        "maxTextureArrayLayers",
       ] as const
     ) requiredLimits[k] = adapter.limits[k];
     const device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
@@ -162,12 +169,13 @@ export class Gpu {
   }
 
   /**
-   * Records one dispatch. `buffers` bind to @binding(1..n) in order; `uniforms` (if the kernel
+   * Records one dispatch. `buffers` (storage buffers or texture views) bind to @binding(1..n) in
+   * order; `uniforms` (if the kernel
    * declares a uniform) bind to @binding(0).
    */
   dispatch(
     k: Kernel,
-    buffers: GPUBuffer[],
+    buffers: (GPUBuffer | GPUTextureView)[],
     uniforms: ArrayBufferView | null,
     workgroups: [number, number?, number?],
   ): void {
@@ -190,7 +198,9 @@ export class Gpu {
       this.arenaUsed = off + Math.ceil(Math.max(size, 16) / UNIFORM_ALIGN) * UNIFORM_ALIGN;
       entries.push({ binding: 0, resource: { buffer: this.arenaBuffer, offset: off, size } });
     }
-    buffers.forEach((b, i) => entries.push({ binding: i + 1, resource: { buffer: b } }));
+    buffers.forEach((b, i) =>
+      entries.push({ binding: i + 1, resource: isBuffer(b) ? { buffer: b } : b })
+    );
     const bindGroup = this.device.createBindGroup({
       layout: k.pipeline.getBindGroupLayout(0),
       entries,
@@ -216,6 +226,19 @@ export class Gpu {
     this.encoder ??= this.device.createCommandEncoder();
     this.encoder.copyBufferToBuffer(src, srcOff, dst, dstOff, bytes);
     this.batchOps.push("copy");
+  }
+
+  /** Records a copy of rows of a buffer into a texture (texture-operand kernels). */
+  copyToTexture(
+    src: GPUBuffer,
+    layout: { bytesPerRow: number; rowsPerImage: number },
+    dst: GPUTexture,
+    size: [number, number, number],
+  ): void {
+    this.endPass();
+    this.encoder ??= this.device.createCommandEncoder();
+    this.encoder.copyBufferToTexture({ buffer: src, ...layout }, { texture: dst }, size);
+    this.batchOps.push("copyToTexture");
   }
 
   /** Runs `fn` once the current batch is submitted (used to recycle buffers safely). */

@@ -9,6 +9,7 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
+import { acquireTexture, releaseTexture } from "../gpu/texture_pool.ts";
 import { header, packUniforms, wgslType } from "./common.ts";
 
 const TM = 8, NP = 8, WX = 8, PACK_WG = 8;
@@ -155,20 +156,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   return L.join("\n");
 }
 
-function uniformBuffer(gpu: Gpu, data: Uint32Array): GPUBuffer {
-  const buf = gpu.device.createBuffer({
-    size: Math.max(16, data.byteLength),
-    usage: GPUBufferUsage.UNIFORM,
-    mappedAtCreation: true,
-  });
-  new Uint32Array(buf.getMappedRange()).set(data);
-  buf.unmap();
-  return buf;
-}
-
 /**
- * Forward convolution through packed textures into `out` [N, O, OH, OW]. Records its own command
- * buffer after submitting the work recorded so far (Gpu.dispatch binds storage buffers only).
+ * Forward convolution through packed textures into `out` [N, O, OH, OW], recorded in the current
+ * batch like any other op.
  */
 export function convTexForward(
   x: Tensor,
@@ -178,56 +168,46 @@ export function convTexForward(
   g: ConvGeo,
 ): void {
   const gpu = out.gpu;
-  const dev = gpu.device;
   const T = wgslType(x.dtype);
   const hdr = header(x.dtype);
   const cq = Math.ceil(g.c / 4);
   const kx = gpu.kernel("conv2d_tex_pack_x", T, () => packXShader(T, hdr));
   const kw = gpu.kernel("conv2d_tex_pack_w", T, () => packWShader(T, hdr));
   const kg = gpu.kernel("conv2d_tex", `${T}|${!!bias}`, () => gemmShader(T, hdr, !!bias));
-  gpu.flush();
-  const texX = dev.createTexture({
-    size: [g.w, g.h, g.n * cq],
-    dimension: "3d",
-    format: "rgba32float",
-    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
-  });
+  const texX = acquireTexture(gpu, "3d", g.w, g.h, g.n * cq);
   const kq = g.kh * g.kw * cq;
-  const texW = dev.createTexture({
-    size: [kq, g.o],
-    format: "rgba32float",
-    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING,
-  });
-  const ub = uniformBuffer(
-    gpu,
-    packUniforms([g.n, g.c, g.h, g.w, g.o, g.oh, g.ow, g.kh, g.kw, g.s, g.p, cq, 0, 0, 0, 0]),
-  );
-  const enc = dev.createCommandEncoder({ label: "conv2d_tex" });
-  const pass = enc.beginComputePass();
-  const bind = (pipe: GPUComputePipeline, res: GPUBindingResource[]) =>
-    dev.createBindGroup({
-      layout: pipe.getBindGroupLayout(0),
-      entries: [{ binding: 0, resource: { buffer: ub } }].concat(
-        res.map((r, i) => ({ binding: i + 1, resource: r })) as never[],
-      ),
-    });
-  pass.setPipeline(kx.pipeline);
-  pass.setBindGroup(0, bind(kx.pipeline, [{ buffer: x.buffer }, texX.createView()]));
-  pass.dispatchWorkgroups(Math.ceil(g.w / PACK_WG), Math.ceil(g.h / PACK_WG), g.n * cq);
-  pass.setPipeline(kw.pipeline);
-  pass.setBindGroup(0, bind(kw.pipeline, [{ buffer: w.buffer }, texW.createView()]));
-  pass.dispatchWorkgroups(Math.ceil(kq / PACK_WG), Math.ceil(g.o / PACK_WG));
-  const res: GPUBindingResource[] = [texX.createView(), texW.createView()];
-  if (bias) res.push({ buffer: bias.buffer });
-  res.push({ buffer: out.buffer });
-  pass.setPipeline(kg.pipeline);
-  pass.setBindGroup(0, bind(kg.pipeline, res));
+  const texW = acquireTexture(gpu, "2d", kq, g.o, 1);
+  const u = packUniforms([
+    g.n,
+    g.c,
+    g.h,
+    g.w,
+    g.o,
+    g.oh,
+    g.ow,
+    g.kh,
+    g.kw,
+    g.s,
+    g.p,
+    cq,
+    0,
+    0,
+    0,
+    0,
+  ]);
+  gpu.dispatch(kx, [x.buffer, texX.view], u, [
+    Math.ceil(g.w / PACK_WG),
+    Math.ceil(g.h / PACK_WG),
+    g.n * cq,
+  ]);
+  gpu.dispatch(kw, [w.buffer, texW.view], u, [Math.ceil(kq / PACK_WG), Math.ceil(g.o / PACK_WG)]);
   const P = g.n * g.oh * g.ow;
-  pass.dispatchWorkgroups(Math.ceil(P / (WX * NP)), Math.ceil(g.o / TM));
-  pass.end();
-  dev.queue.submit([enc.finish()]);
-  // Destroying after submit is safe: the work already queued keeps its resources.
-  texX.destroy();
-  texW.destroy();
-  ub.destroy();
+  gpu.dispatch(
+    kg,
+    [texX.view, texW.view, ...(bias ? [bias.buffer] : []), out.buffer],
+    u,
+    [Math.ceil(P / (WX * NP)), Math.ceil(g.o / TM)],
+  );
+  releaseTexture(gpu, texX);
+  releaseTexture(gpu, texW);
 }

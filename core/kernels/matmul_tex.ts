@@ -11,55 +11,23 @@
 import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { header, packUniforms, wgslType } from "./common.ts";
+import {
+  acquireTexture,
+  type PooledTexture,
+  releaseTexture,
+  trimTextures,
+} from "../gpu/texture_pool.ts";
 
 /** Rows x columns of C per invocation and workgroup width of the texture GEMM. */
 const TM = 8, NV = 4, WX = 8;
 const PACK_WG = 8;
-
-/** A pooled rgba32float 2-D array texture. */
-interface Tex {
-  tex: GPUTexture;
-  view: GPUTextureView;
-  key: string;
-}
-
-const pools = new WeakMap<Gpu, Map<string, Tex[]>>();
-
-function acquireTex(gpu: Gpu, w: number, h: number, layers: number): Tex {
-  let pool = pools.get(gpu);
-  if (!pool) pools.set(gpu, pool = new Map());
-  const key = `${w}x${h}x${layers}`;
-  const hit = pool.get(key)?.pop();
-  if (hit) return hit;
-  const tex = gpu.device.createTexture({
-    size: [w, h, layers],
-    format: "rgba32float",
-    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
-      GPUTextureUsage.COPY_DST,
-    label: `matmul-operand ${key}`,
-  });
-  return { tex, view: tex.createView({ dimension: "2d-array" }), key };
-}
-
-/** Returns a texture to the pool (safe once the commands using it are submitted). */
-function releaseTex(gpu: Gpu, t: Tex): void {
-  const pool = pools.get(gpu)!;
-  let list = pool.get(t.key);
-  if (!list) pool.set(t.key, list = []);
-  if (list.length < 2) list.push(t);
-  else t.tex.destroy();
-}
 
 /**
  * Destroys the pooled operand textures of `gpu` (they are kept per size for reuse, at most two per
  * size); call after a phase with many one-off shapes to return their memory.
  */
 export function trimMatmulTextures(gpu: Gpu): void {
-  const pool = pools.get(gpu);
-  if (!pool) return;
-  gpu.flush();
-  for (const list of pool.values()) for (const t of list) t.tex.destroy();
-  pool.clear();
+  trimTextures(gpu);
 }
 
 /** Whether operands of these extents fit the device's texture limits. */
@@ -179,21 +147,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   return L.join("\n");
 }
 
-function uniformBuffer(gpu: Gpu, data: Uint32Array): GPUBuffer {
-  const buf = gpu.device.createBuffer({
-    size: Math.max(16, data.byteLength),
-    usage: GPUBufferUsage.UNIFORM,
-    mappedAtCreation: true,
-  });
-  new Uint32Array(buf.getMappedRange()).set(data);
-  buf.unmap();
-  return buf;
-}
-
 /**
- * Runs C = op(A) op(B) (+ bias) through packed textures. `Gpu.dispatch` binds storage buffers only,
- * so this records its own command buffer, after submitting the work recorded so far (queue order
- * keeps every dependency).
+ * Runs C = op(A) op(B) (+ bias) through packed textures, recorded in the current batch.
  */
 export function texGemm(p: TexGemm): void {
   const gpu = p.out.gpu;
@@ -209,28 +164,21 @@ export function texGemm(p: TexGemm): void {
     `${T}|${!!p.bias}|${TM}x${NV}x${WX}`,
     () => gemmShader(T, hdr, !!p.bias),
   );
-  gpu.flush();
-  const dev = gpu.device;
-  const enc = dev.createCommandEncoder({ label: "matmul_tex" });
-  const temps: GPUBuffer[] = [];
   // Row-major f32 operands whose rows are 256-byte multiples are already in texel order: copy them.
   const copyable = (rows: number, cols: number, cs: number) =>
     dt === "f32" && cs === 1 && (cols * 4) % 256 === 0 && rows > 0;
-  const copyOne = (src: Tensor, rows: number, cols: number, strides: number[]): Tex => {
+  const copyOne = (src: Tensor, rows: number, cols: number, strides: number[]): PooledTexture => {
     const nl = layerCount(strides);
-    const t = acquireTex(gpu, cols / 4, rows, nl);
-    enc.copyBufferToTexture(
-      { buffer: src.buffer, bytesPerRow: cols * 4, rowsPerImage: rows },
-      { texture: t.tex },
-      [cols / 4, rows, nl],
-    );
+    const t = acquireTexture(gpu, "2d-array", cols / 4, rows, nl);
+    gpu.copyToTexture(src.buffer, { bytesPerRow: cols * 4, rowsPerImage: rows }, t.tex, [
+      cols / 4,
+      rows,
+      nl,
+    ]);
     return t;
   };
   const aRs = p.transA ? 1 : k, aCs = p.transA ? m : 1;
   const bRs = p.transB ? 1 : n, bCs = p.transB ? k : 1;
-  const ca = copyable(m, k, aCs) ? copyOne(p.a, m, k, p.aStrides) : null;
-  const cb = copyable(k, n, bCs) ? copyOne(p.b, k, n, p.bStrides) : null;
-  const pass = enc.beginComputePass();
   const packOne = (
     src: Tensor,
     rows: number,
@@ -238,60 +186,50 @@ export function texGemm(p: TexGemm): void {
     rs: number,
     cs: number,
     strides: number[],
-  ): Tex => {
+  ): PooledTexture => {
     // Only the distinct (non-broadcast) batch matrices are packed: layers follow the source.
     const shape = p.batch.map((d, i) => (strides[i] === 0 ? 1 : d));
     const nl = layerCount(strides);
     const wq = Math.ceil(cols / 4);
-    const t = acquireTex(gpu, wq, rows, nl);
-    const ub = uniformBuffer(
-      gpu,
-      packUniforms([rows, cols, rs, cs, wq, 0, 0, 0, ...shape, ...strides]),
-    );
-    temps.push(ub);
-    pass.setPipeline(packK.pipeline);
-    pass.setBindGroup(
-      0,
-      dev.createBindGroup({
-        layout: packK.pipeline.getBindGroupLayout(0),
-        entries: [
-          { binding: 0, resource: { buffer: ub } },
-          { binding: 1, resource: { buffer: src.buffer } },
-          { binding: 2, resource: t.view },
-        ],
-      }),
-    );
-    pass.dispatchWorkgroups(Math.ceil(wq / PACK_WG), Math.ceil(rows / PACK_WG), nl);
+    const t = acquireTexture(gpu, "2d-array", wq, rows, nl);
+    const u = packUniforms([rows, cols, rs, cs, wq, 0, 0, 0, ...shape, ...strides]);
+    gpu.dispatch(packK, [src.buffer, t.view], u, [
+      Math.ceil(wq / PACK_WG),
+      Math.ceil(rows / PACK_WG),
+      nl,
+    ]);
     return t;
   };
   // A as [M, K] rows of k-texels; B as [K, N] rows of column texels.
-  const ta = ca ?? packOne(p.a, m, k, aRs, aCs, p.aStrides);
-  const tb = cb ?? packOne(p.b, k, n, bRs, bCs, p.bStrides);
+  const ta = copyable(m, k, aCs)
+    ? copyOne(p.a, m, k, p.aStrides)
+    : packOne(p.a, m, k, aRs, aCs, p.aStrides);
+  const tb = copyable(k, n, bCs)
+    ? copyOne(p.b, k, n, p.bStrides)
+    : packOne(p.b, k, n, bRs, bCs, p.bStrides);
   const la = denseLayerStrides(p.batch, p.aStrides);
   const lb = denseLayerStrides(p.batch, p.bStrides);
-  const ub = uniformBuffer(
-    gpu,
-    packUniforms([m, n, k, Math.ceil(k / 4), Math.ceil(n / 4), 0, 0, 0, ...p.batch, ...la, ...lb]),
-  );
-  temps.push(ub);
-  const entries: GPUBindGroupEntry[] = [
-    { binding: 0, resource: { buffer: ub } },
-    { binding: 1, resource: ta.view },
-    { binding: 2, resource: tb.view },
-  ];
-  if (p.bias) entries.push({ binding: 3, resource: { buffer: p.bias.buffer } });
-  entries.push({ binding: p.bias ? 4 : 3, resource: { buffer: p.out.buffer } });
-  pass.setPipeline(gemmK.pipeline);
-  pass.setBindGroup(
+  const u = packUniforms([
+    m,
+    n,
+    k,
+    Math.ceil(k / 4),
+    Math.ceil(n / 4),
     0,
-    dev.createBindGroup({ layout: gemmK.pipeline.getBindGroupLayout(0), entries }),
-  );
-  pass.dispatchWorkgroups(Math.ceil(m / TM), Math.ceil(Math.ceil(n / 4) / (WX * NV)), layers);
-  pass.end();
-  dev.queue.submit([enc.finish()]);
-  for (const b of temps) b.destroy();
-  releaseTex(gpu, ta);
-  releaseTex(gpu, tb);
+    0,
+    0,
+    ...p.batch,
+    ...la,
+    ...lb,
+  ]);
+  const bufs = [ta.view, tb.view, ...(p.bias ? [p.bias.buffer] : []), p.out.buffer];
+  gpu.dispatch(gemmK, bufs, u, [
+    Math.ceil(m / TM),
+    Math.ceil(Math.ceil(n / 4) / (WX * NV)),
+    layers,
+  ]);
+  releaseTexture(gpu, ta);
+  releaseTexture(gpu, tb);
 }
 
 /**

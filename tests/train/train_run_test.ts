@@ -117,7 +117,7 @@ Deno.test("mismatched data, models or settings are refused before training", asy
     await assert.rejects(run(c), /image_size is 16/);
     c = base();
     c.reflow.reflow_loss = "lpips";
-    await assert.rejects(run(c), /not implemented yet \(issue 8\)/);
+    await assert.rejects(run(c), /needs config.reflow.reflow_t_schedule = "t0"/);
     c = base();
     c.training.mixed_precision = "fp16";
     await assert.rejects(run(c), /mixed_precision.*not\s+yet supported/);
