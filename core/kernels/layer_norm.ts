@@ -10,7 +10,16 @@ import { record, save } from "../tensor/autograd.ts";
 import { keep } from "../tensor/scope.ts";
 import type { DType } from "../tensor/tensor.ts";
 import { Tensor } from "../tensor/tensor.ts";
-import { checkArgs, f32u, header, packUniforms, wgslType } from "./common.ts";
+import {
+  checkArgs,
+  f32u,
+  grid1d,
+  GRID_ARGS,
+  header,
+  linearIndex,
+  packUniforms,
+  wgslType,
+} from "./common.ts";
 import {
   ROW_ARGS,
   ROW_INDEX,
@@ -21,6 +30,13 @@ import {
 } from "./row_reduce.ts";
 
 const WG = ROW_WG;
+/** Rows up to this long take the thread-per-row kernels. */
+const SMALL_ROW = 128;
+/** The thread-per-row variant: `li` is 0 so the shared code's "first thread writes" holds. */
+const SMALL_ARGS = GRID_ARGS;
+const SMALL_INDEX = `${linearIndex(WG)}; let li = 0u`;
+/** In the thread-per-row variant a row's sum is the thread's own sum. */
+const SMALL_SUM = "fn wgSum(v: f32, li: u32) -> f32 { return v; }";
 /** Threads per workgroup (one per column) in the weight/bias gradient kernels. */
 const COL_WG = 64;
 
@@ -35,7 +51,11 @@ function forward(x: Tensor, aff: Affine, eps: number): { y: Tensor; stats: Tenso
   const W = wgslType(aff.w?.dtype ?? aff.b?.dtype ?? "f32");
   const hw = aff.w !== null, hb = aff.b !== null;
   const dts: DType[] = [x.dtype, aff.w?.dtype ?? "f32", aff.b?.dtype ?? "f32"];
-  const k = gpu.kernel("layer_norm", `${T}|${W}|${hw}|${hb}`, () =>
+  const cols = x.shape[x.shape.length - 1];
+  const rows = x.size / cols;
+  // Short rows: one thread per row, no barriers (a workgroup per row would idle and synchronise).
+  const small = cols <= SMALL_ROW;
+  const k = gpu.kernel("layer_norm", `${T}|${W}|${hw}|${hb}|${small}`, () =>
     `${header(...dts)}
 struct U { rows: u32, cols: u32, eps: f32 };
 @group(0) @binding(0) var<uniform> u: U;
@@ -48,20 +68,22 @@ ${
         ["stats", "read_write", "f32"],
       ])
     }
-${wgReduceWgsl(WG)}
+${small ? SMALL_SUM : wgReduceWgsl(WG)}
 @compute @workgroup_size(${WG})
-fn main(${ROW_ARGS}) {
-  let row = ${ROW_INDEX};
+fn main(${small ? SMALL_ARGS : ROW_ARGS}) {
+  let row = ${small ? SMALL_INDEX : ROW_INDEX};
   if (row >= u.rows) { return; }
   let base = row * u.cols;
   let n = f32(u.cols);
   var s = 0.0;
-  for (var j = li; j < u.cols; j += ${WG}u) { s += f32(x[base + j]); }
+  for (var j = li; j < u.cols; j += ${small ? 1 : WG}u) { s += f32(x[base + j]); }
   let mean = wgSum(s, li) / n;
   var q = 0.0;
-  for (var j = li; j < u.cols; j += ${WG}u) { let d = f32(x[base + j]) - mean; q += d * d; }
+  for (var j = li; j < u.cols; j += ${
+      small ? 1 : WG
+    }u) { let d = f32(x[base + j]) - mean; q += d * d; }
   let rstd = inverseSqrt(wgSum(q, li) / n + u.eps);
-  for (var j = li; j < u.cols; j += ${WG}u) {
+  for (var j = li; j < u.cols; j += ${small ? 1 : WG}u) {
     var v = (f32(x[base + j]) - mean) * rstd;
     ${hw ? "v = v * f32(w[j]);" : ""}
     ${hb ? "v = v + f32(b[j]);" : ""}
@@ -69,15 +91,14 @@ fn main(${ROW_ARGS}) {
   }
   if (li == 0u) { stats[2u * row] = mean; stats[2u * row + 1u] = rstd; }
 }`);
-  const cols = x.shape[x.shape.length - 1];
-  const rows = x.size / cols;
   const y = Tensor.empty(gpu, x.shape, x.dtype);
   const stats = Tensor.empty(gpu, [rows, 2], "f32");
   const bufs = [x.buffer];
   if (aff.w) bufs.push(aff.w.buffer);
   if (aff.b) bufs.push(aff.b.buffer);
   bufs.push(y.buffer, stats.buffer);
-  gpu.dispatch(k, bufs, packUniforms([rows, cols, f32u(eps)]), rowGrid(gpu, rows));
+  const groups = small ? grid1d(gpu, rows, WG) : rowGrid(gpu, rows);
+  gpu.dispatch(k, bufs, packUniforms([rows, cols, f32u(eps)]), groups);
   return { y, stats };
 }
 
@@ -87,9 +108,12 @@ function backwardX(x: Tensor, w: Tensor | null, stats: Tensor, g: Tensor): Tenso
   const T = wgslType(x.dtype);
   const W = wgslType(w?.dtype ?? "f32");
   const hw = w !== null;
+  const cols = x.shape[x.shape.length - 1];
+  const rows = x.size / cols;
+  const small = cols <= SMALL_ROW;
   const k = gpu.kernel(
     "layer_norm_backward_x",
-    `${T}|${W}|${hw}`,
+    `${T}|${W}|${hw}|${small}`,
     () =>
       `${header(x.dtype, w?.dtype ?? "f32")}
 struct U { rows: u32, cols: u32 };
@@ -103,17 +127,17 @@ ${
           ["dx", "read_write", T],
         ])
       }
-${wgReduceWgsl(WG)}
+${small ? SMALL_SUM : wgReduceWgsl(WG)}
 @compute @workgroup_size(${WG})
-fn main(${ROW_ARGS}) {
-  let row = ${ROW_INDEX};
+fn main(${small ? SMALL_ARGS : ROW_ARGS}) {
+  let row = ${small ? SMALL_INDEX : ROW_INDEX};
   if (row >= u.rows) { return; }
   let base = row * u.cols;
   let mean = stats[2u * row];
   let rstd = stats[2u * row + 1u];
   var sa = 0.0;
   var sb = 0.0;
-  for (var j = li; j < u.cols; j += ${WG}u) {
+  for (var j = li; j < u.cols; j += ${small ? 1 : WG}u) {
     let gw = f32(g[base + j])${hw ? " * f32(w[j])" : ""};
     sa += gw;
     sb += gw * (f32(x[base + j]) - mean) * rstd;
@@ -121,18 +145,17 @@ fn main(${ROW_ARGS}) {
   let n = f32(u.cols);
   let a = wgSum(sa, li) / n;
   let b = wgSum(sb, li) / n;
-  for (var j = li; j < u.cols; j += ${WG}u) {
+  for (var j = li; j < u.cols; j += ${small ? 1 : WG}u) {
     let gw = f32(g[base + j])${hw ? " * f32(w[j])" : ""};
     let xh = (f32(x[base + j]) - mean) * rstd;
     dx[base + j] = ${T}(rstd * (gw - a - xh * b));
   }
 }`,
   );
-  const cols = x.shape[x.shape.length - 1];
-  const rows = x.size / cols;
   const dx = Tensor.empty(gpu, x.shape, x.dtype);
   const bufs = [x.buffer, ...(w ? [w.buffer] : []), stats.buffer, g.buffer, dx.buffer];
-  gpu.dispatch(k, bufs, packUniforms([rows, cols]), rowGrid(gpu, rows));
+  const groups = small ? grid1d(gpu, rows, WG) : rowGrid(gpu, rows);
+  gpu.dispatch(k, bufs, packUniforms([rows, cols]), groups);
   return dx;
 }
 
