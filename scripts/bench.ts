@@ -1,22 +1,41 @@
 /**
- * `deno task bench [--quick] [--json FILE] [--filter NAME]`: measures the adapter's register-only FMA
- * peak, then the kernel cases of core/bench/cases.ts; prints a markdown table and optionally writes
- * the JSON record {adapter, peak_gflops, results}.
+ * `deno task bench [--quick] [--json FILE] [--filter NAME] [--jobs|--no-jobs]`: measures the
+ * adapter's register-only FMA peak, then the kernel cases of core/bench/cases.ts, then (unless
+ * --no-jobs or a --filter) the model and job benchmarks: UNet forward / training step, generate
+ * pairs/s (1 and 2 workers), train steps/s (and the 2-worker step-time ratio), sample images/s, and
+ * the LPIPS loss's step time against L2. Prints tables and optionally writes the JSON record
+ * {adapter, peak_gflops, results, jobs}.
  */
 import { Gpu } from "../core/gpu/device.ts";
 import { measurePeak } from "../core/bench/peak.ts";
 import { BENCH_CASES } from "../core/bench/cases.ts";
 import { type BenchResult, formatTable, runCase } from "../core/bench/run.ts";
+import { benchUNet } from "../core/bench/bench_unet.ts";
+import { benchGenerate } from "../core/pipeline/bench_generate.ts";
+import { benchTrain } from "../core/train/bench_train.ts";
+import { benchSample } from "../core/sample/bench_sample.ts";
+import { benchLpips } from "../core/train/bench_lpips.ts";
 
-function parseArgs(args: string[]): { quick: boolean; json?: string; filter?: string } {
-  const out: { quick: boolean; json?: string; filter?: string } = { quick: false };
+interface Args {
+  quick: boolean;
+  json?: string;
+  filter?: string;
+  jobs?: boolean;
+}
+
+function parseArgs(args: string[]): Args {
+  const out: Args = { quick: false };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === "--quick") out.quick = true;
+    else if (a === "--jobs") out.jobs = true;
+    else if (a === "--no-jobs") out.jobs = false;
     else if (a === "--json") out.json = args[++i];
     else if (a === "--filter") out.filter = args[++i];
     else if (a === "--help" || a === "-h") {
-      console.log("usage: deno task bench [--quick] [--json FILE] [--filter NAME]");
+      console.log(
+        "usage: deno task bench [--quick] [--json FILE] [--filter NAME] [--jobs|--no-jobs]",
+      );
       Deno.exit(0);
     } else throw new Error(`bench: unknown argument '${a}'`);
   }
@@ -56,12 +75,39 @@ async function main(): Promise<void> {
     );
   }
   console.log(`\n${formatTable(results)}`);
+  const jobs = (opts.jobs ?? !opts.filter) ? await runJobs(gpu, opts.quick) : null;
   if (opts.json) {
-    const record = { adapter, peak_gflops: peak, date: new Date().toISOString(), results };
+    const record = { adapter, peak_gflops: peak, date: new Date().toISOString(), results, jobs };
     await Deno.writeTextFile(opts.json, JSON.stringify(record, null, 2) + "\n");
     console.log(`wrote ${opts.json}`);
   }
   gpu.destroy();
+}
+
+/** Model and job benchmarks (each logs its figures as it finishes). */
+async function runJobs(gpu: Gpu, quick: boolean): Promise<Record<string, unknown>> {
+  const jobs: Record<string, unknown> = {};
+  const step = async (name: string, fn: () => Promise<unknown>) => {
+    const t0 = performance.now();
+    try {
+      jobs[name] = await fn();
+    } catch (e) {
+      // A failing job benchmark is reported, not hidden, and the others still run.
+      jobs[name] = { error: (e as Error).message };
+    }
+    console.log(`\n${name} (${((performance.now() - t0) / 1000).toFixed(0)} s):`);
+    console.log(JSON.stringify(jobs[name], null, 2));
+  };
+  await step("unet_small_32x32", () => benchUNet(gpu, { reps: quick ? 1 : 2 }));
+  await step(
+    "unet_small_32x32_f16",
+    () => benchUNet(gpu, { reps: 1, dtype: "f16", train: false, name: "unet_small_f16" }),
+  );
+  await step("generate", () => benchGenerate(quick ? { workers: [1] } : {}));
+  await step("train", () => benchTrain({ gpu, workers: !quick, steps: quick ? 4 : 12 }));
+  await step("sample", () => benchSample({ gpu, repeats: quick ? 1 : 3 }));
+  await step("lpips_vs_l2", () => benchLpips({ gpu, steps: quick ? 3 : 8 }));
+  return jobs;
 }
 
 if (import.meta.main) await main();
