@@ -102,7 +102,7 @@ export async function teacherPaths(
     const s = alphaT + sigmaT;
     return { y: Float32Array.from(x, (v) => v / s), t: alphaT / s };
   };
-  let x = Float32Array.from(z0, (v) => v * scheduler.initNoiseSigma);
+  let x: Float32Array = Float32Array.from(z0, (v) => v * scheduler.initNoiseSigma);
   const first = flow(x, 0);
   const states = [first.y];
   const times = [first.t];
@@ -110,7 +110,7 @@ export async function teacherPaths(
   try {
     let k = 0;
     for (const t of scheduler.timesteps) {
-      let input = x;
+      let input: Float32Array = x;
       if (cfg) {
         input = new Float32Array(2 * B * n);
         input.set(x, 0);
