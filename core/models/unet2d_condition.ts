@@ -243,7 +243,7 @@ export class UNet2DConditionModel extends Module {
    */
   forward(sample: Tensor, timesteps: Tensor, context: Tensor): Tensor {
     const c = this.config;
-    const [B, C, H, W] = sample.shape;
+    const [B, C] = sample.shape;
     if (C !== c.in_channels) {
       throw new ConfigError(
         `UNet: sample has ${C} channels, config in_channels is ${c.in_channels}`,
