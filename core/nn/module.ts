@@ -18,6 +18,12 @@ export function parameter(gpu: Gpu, shape: number[], values: Float32Array): Tens
   return t;
 }
 
+/** Marks a tensor as a module parameter (e.g. an f16 working copy swapped in for a step). */
+export function markParameter(t: Tensor): Tensor {
+  (t as unknown as Record<symbol, boolean>)[PARAM] = true;
+  return t;
+}
+
 export function isParameter(v: unknown): v is Tensor {
   return v instanceof Tensor && (v as unknown as Record<symbol, boolean>)[PARAM] === true;
 }

@@ -39,9 +39,8 @@ export class AdamW {
    * multiplied by `gradScale` first. Returns the global norm of the raw (unscaled) gradients as a
    * 1-element tensor the caller may read back and must dispose.
    */
-  update(lr: number, gradScale = 1): Tensor {
-    const grads = this.params.map((p) => p.grad).filter((g): g is Tensor => g !== null);
-    const norm = globalGradNorm(this.gpu, grads);
+  update(lr: number, gradScale = 1, precomputedNorm?: Tensor): Tensor {
+    const norm = precomputedNorm ?? this.gradNorm();
     this.step++;
     this.params.forEach((p, i) => {
       if (!p.grad) return;
@@ -57,6 +56,12 @@ export class AdamW {
       });
     });
     return norm;
+  }
+
+  /** Global L2 norm of the current gradients (a 1-element GPU tensor; the caller disposes it). */
+  gradNorm(): Tensor {
+    const grads = this.params.map((p) => p.grad).filter((g): g is Tensor => g !== null);
+    return globalGradNorm(this.gpu, grads);
   }
 
   /** Moments as host arrays (for checkpoints). */

@@ -37,6 +37,8 @@ export interface TrainStateJson {
   evalPosition: number;
   worldSize: number;
   config: unknown;
+  /** fp16 mixed precision's dynamic loss scale (absent without it). */
+  lossScale?: { scale: number; goodSteps: number };
 }
 
 /** `checkpoint_s{step}` folder name. */

@@ -45,6 +45,7 @@ import { createLogger, type Logger } from "../util/log.ts";
 import { createProgress, type Progress } from "../util/progress.ts";
 import { eulerSample, rk45Sample, type VelocityModel } from "../schedulers/flow_samplers.ts";
 import { AdamW, zeroGrads } from "./adamw.ts";
+import { LossScaler, withHalfWeights } from "./mixed_precision.ts";
 import { Ema } from "./ema.ts";
 import { lrLambda } from "./lr_schedule.ts";
 import { CounterRng, STREAM_EVAL, STREAM_SAMPLE, STREAM_TRAIN } from "./rng.ts";
@@ -62,6 +63,7 @@ import {
   loadTrainState,
   saveTrainState,
   stepFromCheckpointPath,
+  type TrainStateJson,
 } from "./train_state.ts";
 import { type GradientExchange, LocalExchange } from "../dist/allreduce.ts";
 import { DEFAULT_CAPTION_DROPOUT, DiffusionObjective, SAMPLE_GRID } from "./diffusion_loss.ts";
@@ -119,10 +121,9 @@ export interface TrainResult {
 /** Refuses settings this implementation does not have, naming them. */
 export function checkTrainConfig(config: TrainConfig): TSchedule {
   const t = config.training;
-  if (t.mixed_precision !== "no") {
+  if (t.mixed_precision !== "no" && t.mixed_precision !== "fp16") {
     throw new Error(
-      `config.training.mixed_precision = "${t.mixed_precision}": mixed precision training is not ` +
-        `yet supported; use "no"`,
+      `config.training.mixed_precision = "${t.mixed_precision}": supported are "no" and "fp16"`,
     );
   }
   if (config.optim.use_8bit_adam) {
@@ -363,6 +364,7 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
     tb = new EventWriter(join(workdir, "tensorboard"));
   }
 
+  let resumedLossScale: TrainStateJson["lossScale"];
   if (tc.ckpt_path !== null) {
     step = stepFromCheckpointPath(tc.ckpt_path);
     const s = await loadTrainState(tc.ckpt_path, unet, opt, ema);
@@ -375,6 +377,7 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
           `(now ${worldSize}) so that the data order continues`,
       );
     }
+    resumedLossScale = s.lossScale;
     rngTrain.load(s.rng.train, "train random generator");
     rngEval.load(s.rng.eval, "eval random generator");
     rngSample.load(s.rng.sample, "sample random generator");
@@ -409,6 +412,14 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
       : reflowLoss(gpu, velocity, batch, timesAt(schedule, rng, base, B), lossOpts);
   // --- end of the objective hook ---
   const one = keep(Tensor.from(gpu, [1], [1]));
+  // fp16 mixed precision: f16 working weights, a dynamic loss scale (mixed_precision.ts).
+  const scaler = tc.mixed_precision === "fp16" ? new LossScaler() : null;
+  if (scaler && !gpu.hasF16) {
+    throw new Error(
+      'config.training.mixed_precision = "fp16" needs the adapter feature shader-f16; use "no"',
+    );
+  }
+  if (scaler && resumedLossScale) scaler.load(resumedLossScale);
 
   const encodeCaptions = (captions: string[]): Tensor =>
     noGrad(() => {
@@ -484,6 +495,7 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
       evalPosition,
       worldSize,
       config,
+      lossScale: scaler?.state(),
     });
     await ema.withAverage(() =>
       saveModule(unet, join(checkpointDir, `score_model_s${step}.safetensors`), {
@@ -623,8 +635,18 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
             ? diffusion.dropCaptionsAt(batch.captions, rngTrain, dropBase + rank * B)
             : batch.captions,
         );
-        const loss = lossAt(rngTrain, tBase + rank * B, { z0, z1, shape: [B, C, H, W], context });
-        backward([loss], [one], addInPlace);
+        const run = () => {
+          const l = lossAt(rngTrain, tBase + rank * B, { z0, z1, shape: [B, C, H, W], context });
+          if (!scaler) {
+            backward([l], [one], addInPlace);
+            return l;
+          }
+          const seed = Tensor.from(gpu, [scaler.scale], [1]);
+          backward([l], [seed], addInPlace);
+          seed.dispose();
+          return l;
+        };
+        const loss = scaler ? withHalfWeights(unet, run) : run();
         context.dispose();
         parts.push(loss);
       }
@@ -662,8 +684,20 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
       }
 
       const lr = config.optim.lr * lam(opt.step);
-      const norm = opt.update(lr, 1 / accum);
-      ema.update();
+      let norm: Tensor;
+      let applied = true;
+      // Gradients carry the loss scale under fp16: unscale, and skip a step that overflowed
+      // (the optimizer, its LR schedule and the EMA then stay where they are, as with GradScaler).
+      const unscale = scaler ? 1 / scaler.scale : 1;
+      if (scaler) {
+        norm = opt.gradNorm();
+        applied = scaler.update(Number.isFinite((await norm.toF32())[0]));
+        if (applied) opt.update(lr, unscale / accum, norm);
+        else {log?.info(
+            `step ${next} | fp16 gradients overflowed: skipped, loss scale ${scaler.scale}`,
+          );}
+      } else norm = opt.update(lr, 1 / accum);
+      if (applied) ema.update();
       zeroGrads(params);
       step = next;
       result.step = step;
@@ -674,7 +708,7 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
       const last = step === tc.num_steps;
       const logNow = isLogStep(step, tc.log_freq) || last;
       if (main && logNow) {
-        const gn = (await norm.toF32())[0] / accum;
+        const gn = (await norm.toF32())[0] * unscale / accum;
         await drainPending();
         const loss = result.losses.get(step)!;
         const now = performance.now();

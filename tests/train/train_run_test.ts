@@ -119,8 +119,8 @@ Deno.test("mismatched data, models or settings are refused before training", asy
     c.reflow.reflow_loss = "lpips";
     await assert.rejects(run(c), /needs config.reflow.reflow_t_schedule = "t0"/);
     c = base();
-    c.training.mixed_precision = "fp16";
-    await assert.rejects(run(c), /mixed_precision.*not\s+yet supported/);
+    c.training.mixed_precision = "bf16";
+    await assert.rejects(run(c), /mixed_precision = "bf16": supported are "no" and "fp16"/);
     c = base();
     c.reflow.reflow_t_schedule = "sometimes";
     await assert.rejects(run(c), /reflow_t_schedule/);
