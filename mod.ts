@@ -40,7 +40,13 @@ export {
   loadUNet,
   loadVae,
 } from "./core/models/diffusers_folder.ts";
-export { loadModule, loadModuleFile, saveModule, stateDict } from "./core/models/load.ts";
+export {
+  loadModule,
+  loadModuleFile,
+  saveModule,
+  saveUNetFolder,
+  stateDict,
+} from "./core/models/load.ts";
 export { openWeights, type WeightReader } from "./core/io/weights.ts";
 export { writeSafetensors } from "./core/io/safetensors.ts";
 

@@ -120,3 +120,28 @@ export async function saveModule(
   );
   await writeSafetensors(path, tensors, { format: "pt", ...opts.metadata });
 }
+
+/**
+ * Saves a UNet as a diffusers model folder: `config.json` (its resolved config, with diffusers'
+ * `_class_name`) and `diffusion_pytorch_model.safetensors`, which `UNet2DConditionModel.
+ * from_pretrained(folder)` loads. The folder appears only when complete.
+ */
+export async function saveUNetFolder(
+  unet: Module & { config: Record<string, unknown> },
+  dir: string,
+  metadata: Record<string, string> = {},
+): Promise<void> {
+  const tmp = `${dir}.tmp-${Deno.pid}`;
+  await Deno.remove(tmp, { recursive: true }).catch(() => {});
+  await Deno.mkdir(tmp, { recursive: true });
+  try {
+    const config = { _class_name: "UNet2DConditionModel", ...unet.config };
+    await Deno.writeTextFile(`${tmp}/config.json`, JSON.stringify(config, null, 2) + "\n");
+    await saveModule(unet, `${tmp}/diffusion_pytorch_model.safetensors`, { metadata });
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await Deno.rename(tmp, dir);
+  } catch (e) {
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    throw e;
+  }
+}
