@@ -11,29 +11,25 @@
  * P = exp(S - lse), dP = dO v^T, dS = P * (dP - delta) are recomputed tile by tile in two kernels:
  * one thread per query row accumulates dq over key tiles, one thread per key row accumulates dk and
  * dv over query tiles. f32 or f16 storage, f32 arithmetic throughout.
+ *
+ * By default the same three kernels run in their texture-operand form (attention_tex.ts: streamed rows
+ * packed into rgba32float textures and read with textureLoad, several rows per thread), 10-20x faster
+ * on lavapipe; the storage-buffer kernels here serve `path: "storage"` and shapes past the texture
+ * limits. Both save the same base-2 log-sum-exp, so their backward passes are interchangeable.
  */
 import { GpuError } from "../gpu/errors.ts";
 import { record, save } from "../tensor/autograd.ts";
 import { keep } from "../tensor/scope.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import type { DType } from "../tensor/tensor.ts";
-import {
-  checkArgs,
-  f32u,
-  grid1d,
-  GRID_ARGS,
-  header,
-  linearIndex,
-  packUniforms,
-  sameDtype,
-  wgslType,
-} from "./common.ts";
+import { checkArgs, grid1d, GRID_ARGS, linearIndex, sameDtype } from "./common.ts";
+import { type Dims, preamble, uniforms, unroll } from "./attention_common.ts";
+import { attentionTexFits, forwardTex, gradKVTex, gradQTex } from "./attention_tex.ts";
 
 /** Rows (query rows in forward/dq, key rows in dk/dv) per workgroup: one thread each. */
 const ROWS = 64;
 /** Largest head dimension: each thread keeps up to four D-long rows in registers. */
 const MAX_HEAD_DIM = 256;
-const LOG2E = Math.LOG2E;
 
 /** Options of {@link attention}. */
 export interface AttentionOptions {
@@ -43,33 +39,13 @@ export interface AttentionOptions {
   scale?: number;
   /** Accepted for diffusers parity; accumulation is always f32, so it changes nothing. */
   upcast?: boolean;
-}
-
-interface Dims {
-  b: number;
-  h: number;
-  lq: number;
-  lk: number;
-  d: number;
-  scale: number;
-}
-
-/** Attention's shared uniforms: scale2 = scale * log2(e) turns exp into exp2. */
-const UNIFORMS =
-  `struct U { bh: u32, h: u32, lq: u32, lk: u32, d: u32, hd: u32, scale2: f32, scale: f32 };
-@group(0) @binding(0) var<uniform> u: U;`;
-
-function uniforms(d: Dims): Uint32Array {
-  return packUniforms([
-    d.b * d.h,
-    d.h,
-    d.lq,
-    d.lk,
-    d.d,
-    d.h * d.d,
-    f32u(d.scale * LOG2E),
-    f32u(d.scale),
-  ]);
+  /**
+   * Kernel family: "texture" streams k/v (and in dk/dv q/dO) from packed rgba32float textures (much
+   * faster on lavapipe), "storage" through workgroup memory. Default: "texture" where the packed
+   * operands fit the texture limits (sequence lengths, batch * heads layers), else "storage".
+   * Asking for "texture" where they do not fit throws.
+   */
+  path?: "texture" | "storage";
 }
 
 /** Rows per shared-memory tile so that two tiles of D-wide f32 rows fit the workgroup storage. */
@@ -77,77 +53,6 @@ function tileRows(gpu: Tensor["gpu"], d4: number): number {
   const budget = Math.min(gpu.limits.maxComputeWorkgroupStorageSize, 32768) * 0.75;
   for (const t of [32, 16, 8, 4]) if (2 * t * d4 * 16 + 2 * t * 4 <= budget) return t;
   return 4;
-}
-
-/**
- * WGSL declarations of the head-row buffers and their vec4 accessors `ld_<name>(base, d4)` /
- * `st_<name>(base, d4, v)` (base: element offset of a head row). With D % 4 == 0 every row start is
- * 4-aligned and buffers bind as vec4 arrays; otherwise scalar loads pad the last vector with zeros.
- */
-function rowBuffers(
-  list: { name: string; write: boolean; binding: number }[],
-  dt: DType,
-  vec: boolean,
-): string {
-  const T = wgslType(dt);
-  return list.map(({ name, write, binding }) => {
-    const decl = `@group(0) @binding(${binding}) var<storage, ${
-      write ? "read_write" : "read"
-    }> ${name}: array<${vec ? `vec4<${T}>` : T}>;`;
-    if (vec) {
-      return `${decl}
-fn ${write ? "st" : "ld"}_${name}(base: u32, d4: u32${write ? ", v: vec4<f32>" : ""})${
-        write ? "" : " -> vec4<f32>"
-      } {
-  ${
-        write
-          ? `${name}[base / 4u + d4] = vec4<${T}>(v);`
-          : `return vec4<f32>(${name}[base / 4u + d4]);`
-      }
-}`;
-    }
-    if (write) {
-      return `${decl}
-fn st_${name}(base: u32, d4: u32, v: vec4<f32>) {
-  for (var c = 0u; c < 4u; c++) {
-    if (d4 * 4u + c < u.d) { ${name}[base + d4 * 4u + c] = ${T}(v[c]); }
-  }
-}`;
-    }
-    return `${decl}
-fn ld_${name}(base: u32, d4: u32) -> vec4<f32> {
-  var r = vec4<f32>(0.0);
-  for (var c = 0u; c < 4u; c++) {
-    if (d4 * 4u + c < u.d) { r[c] = f32(${name}[base + d4 * 4u + c]); }
-  }
-  return r;
-}`;
-  }).join("\n");
-}
-
-/** Common WGSL preamble: header, uniforms, constants, and the head-row buffers. */
-function preamble(
-  dt: DType,
-  d4: number,
-  tile: number,
-  bufs: { name: string; write: boolean; binding: number }[],
-  vec: boolean,
-): string {
-  return `${header(dt)}
-${UNIFORMS}
-const D4 = ${d4}u;
-const TILE = ${tile}u;
-const NEG_BIG = -3.0e38;
-${rowBuffers(bufs, dt, vec)}
-fn hsum(v: vec4<f32>) -> f32 { return v.x + v.y + v.z + v.w; }`;
-}
-
-/**
- * Repeats `f(e)` for e = 0..n-1. Register rows are unrolled into scalar-named vec4 variables: indexed
- * private arrays end up in stack memory on many drivers (lavapipe among them) and run ~10x slower.
- */
-function unroll(n: number, f: (e: number) => string): string {
-  return Array.from({ length: n }, (_, e) => f(e)).join("\n    ");
 }
 
 /** Decodes the workgroup's (batch, head), its row and that row's element offset. */
@@ -496,16 +401,23 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   checkArgs("attention", [q, k, v], ["f32", "f16"]);
   sameDtype("attention", [q, k, v]);
   const d = dims(q, k, v, opts);
-  const { out, lse } = forward(q, k, v, d);
+  const fits = attentionTexFits(q.gpu, d);
+  if (opts.path === "texture" && !fits) {
+    throw new GpuError(
+      `attention: texture path does not fit the texture limits (q [${q.shape}], k [${k.shape}], heads ${d.h})`,
+    );
+  }
+  const tex = opts.path !== "storage" && fits;
+  const { out, lse } = tex ? forwardTex(q.gpu, q, k, v, d) : forward(q, k, v, d);
   const sq = save(q), sk = save(k), sv = save(v);
   const so = keep(out.alias());
   const sl = keep(lse);
   return record("attention", out, [q, k, v], (g) => {
     const dl = delta(so, g, d);
-    const dq = q.requiresGrad ? gradQ(sq, sk, sv, g, sl, dl, d) : null;
+    const dq = q.requiresGrad ? (tex ? gradQTex : gradQ)(sq, sk, sv, g, sl, dl, d) : null;
     let dk: Tensor | null = null, dv: Tensor | null = null;
     if (k.requiresGrad || v.requiresGrad) {
-      const r = gradKV(sq, sk, sv, g, sl, dl, d);
+      const r = (tex ? gradKVTex : gradKV)(sq, sk, sv, g, sl, dl, d);
       dk = k.requiresGrad ? r.dk : (r.dk.dispose(), null);
       dv = v.requiresGrad ? r.dv : (r.dv.dispose(), null);
     }
