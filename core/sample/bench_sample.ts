@@ -15,24 +15,12 @@
  * @module
  */
 
+import { TINY_BENCH_UNET } from "../bench/tiny_setup.ts";
 import { Gpu } from "../gpu/device.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { UNet2DConditionModel } from "../models/unet2d_condition.ts";
 import { philoxNormal } from "../tensor/philox.ts";
 import { type BatchSamplerOptions, sampleBatch } from "./sampler.ts";
-
-const UNET = {
-  sample_size: 8,
-  in_channels: 4,
-  out_channels: 4,
-  down_block_types: ["CrossAttnDownBlock2D", "DownBlock2D"],
-  up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D"],
-  block_out_channels: [32, 64],
-  layers_per_block: 1,
-  norm_num_groups: 8,
-  cross_attention_dim: 32,
-  attention_head_dim: 4,
-};
 
 /** Options of {@link benchSample}. */
 export interface BenchSampleOptions {
@@ -64,7 +52,7 @@ export async function benchSample(opts: BenchSampleOptions = {}): Promise<BenchS
   const B = opts.batch ?? 4;
   const repeats = opts.repeats ?? 3;
   const gpu = opts.gpu ?? (await Gpu.open());
-  const unet = UNet2DConditionModel.create(gpu, UNET, 1);
+  const unet = UNet2DConditionModel.create(gpu, TINY_BENCH_UNET, 1);
   unet.requiresGrad(false);
   const shape: [number, number, number] = [4, 8, 8];
   const n = 256;

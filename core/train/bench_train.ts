@@ -14,68 +14,21 @@
  * @module
  */
 
+import {
+  charTokenizer,
+  TINY_BENCH_CLIP,
+  TINY_BENCH_UNET,
+  writeTinyPairs,
+} from "../bench/tiny_setup.ts";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Gpu } from "../gpu/device.ts";
 import { UNet2DConditionModel } from "../models/unet2d_condition.ts";
 import { CLIPTextModel } from "../models/text_encoders.ts";
-import type { TextTokenizer } from "../models/tokenizers/types.ts";
-import { writeCaptions } from "../data/captions.ts";
-import { pairPaths, writePairNpy } from "../data/pair_store.ts";
 import { openPairDataset } from "../data/dataset.ts";
-import { f32ToF16Bits } from "../io/half.ts";
 import { getConfig, type TrainConfig } from "../../configs/train.ts";
 import { connectWorker, type GradientExchange, listenHub } from "../dist/allreduce.ts";
 import { runTraining } from "./trainer.ts";
-import { CounterRng } from "./rng.ts";
-
-const UNET = {
-  sample_size: 8,
-  in_channels: 4,
-  out_channels: 4,
-  down_block_types: ["CrossAttnDownBlock2D", "DownBlock2D"],
-  up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D"],
-  block_out_channels: [32, 64],
-  layers_per_block: 1,
-  norm_num_groups: 8,
-  cross_attention_dim: 32,
-  attention_head_dim: 4,
-};
-const CLIP = {
-  vocab_size: 64,
-  hidden_size: 32,
-  intermediate_size: 64,
-  num_hidden_layers: 1,
-  num_attention_heads: 2,
-  max_position_embeddings: 8,
-};
-const tokenizer: TextTokenizer = {
-  kind: "clip",
-  modelMaxLength: 8,
-  padId: 0,
-  encode(texts) {
-    const ids = new Int32Array(texts.length * 8), mask = new Int32Array(texts.length * 8);
-    texts.forEach((t, b) => {
-      const row = [1, ...[...t].slice(0, 6).map((c) => 3 + (c.charCodeAt(0) % 60)), 2];
-      ids.set(row, b * 8);
-      mask.fill(1, b * 8, b * 8 + row.length);
-    });
-    return { ids, mask, length: 8 };
-  },
-};
-
-async function writeData(root: string, n: number): Promise<void> {
-  const p = pairPaths(root);
-  await Deno.mkdir(p.images, { recursive: true });
-  await Deno.writeTextFile(p.index, JSON.stringify({ total_nums: n, bench: true }));
-  await writeCaptions(p.captions, Array.from({ length: n }, (_, i) => `caption ${i}`));
-  const rng = new CounterRng(1);
-  for (let i = 0; i < n; i++) {
-    const z0 = rng.normals(rng.advance(256), 256);
-    const z1 = z0.map((x, j) => 0.3 * x + Math.sin(j / 5));
-    await writePairNpy(p.images, i, [4, 8, 8], f32ToF16Bits(z0), f32ToF16Bits(z1));
-  }
-}
 
 function benchConfig(data: string, steps: number): TrainConfig {
   const c = getConfig();
@@ -112,9 +65,9 @@ async function timedRun(
   const c = benchConfig(data, steps);
   const times: number[] = [];
   const models = {
-    unet: UNet2DConditionModel.create(gpu, UNET, 5),
-    textEncoder: CLIPTextModel.create(gpu, CLIP, 3),
-    tokenizer,
+    unet: UNet2DConditionModel.create(gpu, TINY_BENCH_UNET, 5),
+    textEncoder: CLIPTextModel.create(gpu, TINY_BENCH_CLIP, 3),
+    tokenizer: charTokenizer,
     vae: null,
   };
   const trainData = await openPairDataset(c.data.train_root);
@@ -165,8 +118,8 @@ export async function benchTrain(
   const tmp = await Deno.makeTempDir({ prefix: "reflow_bench_train_" });
   try {
     const data = join(tmp, "data");
-    await writeData(join(data, "train"), 16);
-    await writeData(join(data, "eval"), 4);
+    await writeTinyPairs(join(data, "train"), 16);
+    await writeTinyPairs(join(data, "eval"), 4);
     gpu.pool.resetPeak();
     const s1 = await timedRun(gpu, data, join(tmp, "one"), steps, warm);
     const peak = gpu.pool.peakBytes;
