@@ -35,6 +35,8 @@ export interface DefaultTrainingConfig {
    * "diffusion": the UNet keeps its pretrained noise-prediction meaning.
    */
   objective: Objective;
+  /** With the diffusion objective: the share of captions replaced by "" (for guidance). */
+  caption_dropout: number;
 }
 
 /** Latent data layout. */
@@ -111,6 +113,7 @@ export function getConfig(): DefaultConfig {
       eval_freq: 20,
       timestep_orientation: "original",
       objective: "reflow",
+      caption_dropout: 0.1,
     },
     sampling: {},
     data: {

@@ -31,7 +31,10 @@ async function main(): Promise<void> {
     );
     return;
   }
-  const o = demoOptions(values.quick!, values.out ?? (values.quick ? "out/demo_quick" : "out/demo"));
+  const o = demoOptions(
+    values.quick!,
+    values.out ?? (values.quick ? "out/demo_quick" : "out/demo"),
+  );
   const int = (v: string, name: string) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be an integer >= 1`);

@@ -17,9 +17,9 @@
 import {
   BACKGROUND,
   CHANNELS,
-  IMAGE_SIZE,
   COLOR_NAMES,
   COLORS,
+  IMAGE_SIZE,
   parseCaption,
   type Position,
   type Shape,
@@ -52,6 +52,8 @@ export interface CheckResult {
 
 /** Minimum object size (coverage-weighted pixels) to count as a shape at all. */
 const MIN_AREA = 6;
+/** Largest share of the picture an object may cover (the data set's biggest square: ~30%). */
+const MAX_AREA_FRACTION = 0.55;
 
 /**
  * Reads the object in a [3, H, W] picture with values in [-1, 1]. Coverage of a pixel is its
@@ -88,7 +90,8 @@ export function analyse(pixels: ArrayLike<number>, size: number): Seen {
     cx: NaN,
     cy: NaN,
   };
-  if (area < MIN_AREA) return none;
+  // Nothing, or noise / a smear over most of the picture: no object to name.
+  if (area < MIN_AREA || area > MAX_AREA_FRACTION * plane) return none;
   const cx = sx / area + 0.5;
   const cy = sy / area + 0.5;
   for (let c = 0; c < CHANNELS; c++) mean[c] /= area;
@@ -142,7 +145,11 @@ export function analyse(pixels: ArrayLike<number>, size: number): Seen {
  * needs the object on that side; one without needs it away from both sides' extremes... only
  * colour and shape are checked then.
  */
-export function checkImage(pixels: ArrayLike<number>, caption: string, size = IMAGE_SIZE): CheckResult {
+export function checkImage(
+  pixels: ArrayLike<number>,
+  caption: string,
+  size = IMAGE_SIZE,
+): CheckResult {
   const want = parseCaption(caption);
   if (!want) throw new Error(`checker: "${caption}" is not a caption of the shapes data set`);
   const seen = analyse(pixels, size);

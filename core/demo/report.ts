@@ -60,11 +60,16 @@ export function upscale(pixels: Float32Array, size: number, factor: number): Ima
 }
 
 function esc(s: string): string {
-  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
+  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(
+    /"/g,
+    "&quot;",
+  );
 }
 
 /** An SVG line chart of (x, y) series. */
-export function lossSvg(series: { name: string; color: string; points: [number, number][] }[]): string {
+export function lossSvg(
+  series: { name: string; color: string; points: [number, number][] }[],
+): string {
   const W = 560, H = 240, L = 56, R = 16, T = 16, B = 36;
   const all = series.flatMap((s) => s.points);
   if (all.length === 0) return `<p>(no loss values were logged)</p>`;
@@ -77,7 +82,9 @@ export function lossSvg(series: { name: string; color: string; points: [number, 
   const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => y0 + f * (y1 - y0));
   let svg =
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" class="chart" role="img">`;
-  svg += `<rect x="${L}" y="${T}" width="${W - L - R}" height="${H - T - B}" fill="#fafafa" stroke="#ccc"/>`;
+  svg += `<rect x="${L}" y="${T}" width="${W - L - R}" height="${
+    H - T - B
+  }" fill="#fafafa" stroke="#ccc"/>`;
   for (const t of ticks) {
     svg += `<line x1="${L}" x2="${W - R}" y1="${sy(t)}" y2="${sy(t)}" stroke="#e4e4e4"/>`;
     svg += `<text x="${L - 6}" y="${sy(t) + 4}" text-anchor="end" font-size="11">${
@@ -88,10 +95,12 @@ export function lossSvg(series: { name: string; color: string; points: [number, 
   svg += `<text x="${W - R}" y="${H - 8}" font-size="11" text-anchor="end">step ${x1}</text>`;
   series.forEach((s, i) => {
     if (!s.points.length) return;
-    const d = s.points.map((p, k) => `${k ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`)
+    const d = s.points.map((p, k) =>
+      `${k ? "L" : "M"}${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`
+    )
       .join(" ");
     svg += `<path d="${d}" fill="none" stroke="${s.color}" stroke-width="2"/>`;
-    svg += `<text x="${W - R - 8}" y="${T + 16 + 14 * i}" text-anchor="end" font-size="12" fill="${s.color}">${
+    svg += `<text x="${L + 110 + 150 * i}" y="${H - 8}" font-size="12" fill="${s.color}">■ ${
       esc(s.name)
     }</text>`;
   });
@@ -102,7 +111,10 @@ const fmtS = (s: number) => s >= 0.1 ? `${s.toFixed(2)} s` : `${(s * 1000).toFix
 const pct = (a: number) => `${(100 * a).toFixed(0)}%`;
 
 /** Writes `images/`, `index.html` and `report.json` into `dir`; returns the JSON written. */
-export async function writeReport(dir: string, r: DemoReportInput): Promise<Record<string, unknown>> {
+export async function writeReport(
+  dir: string,
+  r: DemoReportInput,
+): Promise<Record<string, unknown>> {
   const imgDir = join(dir, "images");
   await Deno.mkdir(imgDir, { recursive: true });
   // One row per distinct prompt: its first evaluation sample.
@@ -115,7 +127,9 @@ export async function writeReport(dir: string, r: DemoReportInput): Promise<Reco
     }
   });
   r.columns.forEach((col, k) => {
-    col.images.forEach((im, i) => saveImage(join(imgDir, `c${k}_${i}.png`), upscale(im, r.size, 8)));
+    col.images.forEach((im, i) =>
+      saveImage(join(imgDir, `c${k}_${i}.png`), upscale(im, r.size, 8))
+    );
   });
   const json = {
     title: r.title,
@@ -139,13 +153,17 @@ export async function writeReport(dir: string, r: DemoReportInput): Promise<Reco
   );
 
   const head = r.columns.map((c) =>
-    `<th>${esc(c.name)}<div class="sub">${esc(c.note)}</div></th>`
+    `<th>${esc(c.name)}<div>${c.steps} step${c.steps > 1 ? "s" : ""}</div><div class="sub">${
+      esc(c.note)
+    }</div></th>`
   ).join("");
   const body = rows.map((i) => {
     const cells = r.columns.map((c, k) => {
       const ok = c.checks[i].match;
       const seen = c.checks[i].seen;
-      const what = seen.shape ? `${seen.color} ${seen.shape}${seen.position ? `, ${seen.position}` : ""}` : "nothing";
+      const what = seen.shape
+        ? `${seen.color} ${seen.shape}${seen.position ? `, ${seen.position}` : ""}`
+        : "nothing";
       return `<td><img src="images/c${k}_${i}.png" width="96" height="96" alt="${esc(c.name)}: ${
         esc(r.captions[i])
       }"><div class="${ok ? "ok" : "bad"}">${ok ? "✓" : "✗"} ${esc(what)}</div></td>`;

@@ -81,11 +81,11 @@ export function demoOptions(quick: boolean, out = "out/demo"): DemoOptions {
     out,
     teacher: fileURLToPath(new URL("../../models/tiny_teacher", import.meta.url)),
     shippedStudent: shipped,
-    pairs: quick ? 8 : 160,
+    pairs: quick ? 8 : 128,
     trainSteps: quick ? 4 : 120,
     batchSize: quick ? 4 : 8,
     lr: 1e-3,
-    prompts: quick ? DEMO_PROMPTS.slice(0, 3) : DEMO_PROMPTS,
+    prompts: quick ? DEMO_PROMPTS.slice(0, 4) : DEMO_PROMPTS,
     samplesPerPrompt: quick ? 1 : 2,
     inferSteps: 25,
     guidanceScale: 4,
@@ -105,7 +105,7 @@ async function job(name: string, args: string[]): Promise<void> {
     stderr: "inherit",
   });
   const status = await cmd.output();
-  if (!status.success) throw new Error(`demo: the ${name} job failed (exit code ${status.code})`);
+  if (!status.success) throw new Error(`the ${name} job failed (exit code ${status.code})`);
 }
 
 const exists = (p: string) => Deno.stat(p).then(() => true, () => false);

@@ -94,7 +94,11 @@ export async function teacherPaths(
   const ctx = keep(tidy(() => {
     const cond = encodeCaptions(o.tokenizer, o.textEncoder, captions);
     if (!cfg) return cond;
-    const u = encodeCaptions(o.tokenizer, o.textEncoder, captions.map(() => o.negativePrompt ?? ""));
+    const u = encodeCaptions(
+      o.tokenizer,
+      o.textEncoder,
+      captions.map(() => o.negativePrompt ?? ""),
+    );
     return noGrad(() => ops.concat([u, cond], 0));
   }));
   const flow = (x: Float32Array, k: number): { y: Float32Array; t: number } => {

@@ -28,10 +28,10 @@
  * @module
  */
 
+import { encodeCaptions } from "../pipeline/teacher.ts";
 import { join } from "node:path";
 import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
-import { noGrad } from "../tensor/autograd.ts";
 import type { SampleConfig } from "../../configs/sample.ts";
 import { formatConfig } from "../config/overrides.ts";
 import { loadTextEncoder, loadVae } from "../models/diffusers_folder.ts";
@@ -260,9 +260,8 @@ function noProgress(): Progress {
 }
 
 function encodePrompts(models: SampleModels, captions: string[]): Tensor {
-  const tok = models.tokenizer.encode(captions);
-  // As the original (and our trainer): the tokenizer's attention mask goes to the encoder.
-  return noGrad(() => models.textEncoder.encode(tok.ids, tok.mask, captions.length, tok.length));
+  // As the teacher and the trainer encode them (the mask only where the encoder's config asks).
+  return encodeCaptions(models.tokenizer, models.textEncoder, captions);
 }
 
 function splitBatch(x: Float32Array, n: number): Float32Array[] {

@@ -23,6 +23,7 @@
  * @module
  */
 
+import { encodeCaptions as encodePromptStates } from "../pipeline/teacher.ts";
 import { join } from "node:path";
 import type { Gpu } from "../gpu/device.ts";
 import { Tensor } from "../tensor/tensor.ts";
@@ -402,7 +403,7 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
   const diffusion = config.training.objective === "diffusion"
     ? await DiffusionObjective.fromModelDir(
       config.diffusers.ckpt_path,
-      (tc as { caption_dropout?: number }).caption_dropout ?? DEFAULT_CAPTION_DROPOUT,
+      tc.caption_dropout ?? DEFAULT_CAPTION_DROPOUT,
     )
     : null;
   /** The objective's loss for B samples whose times come from draws [base, base + B) of rng. */
@@ -421,11 +422,10 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
   }
   if (scaler && resumedLossScale) scaler.load(resumedLossScale);
 
+  // The same hidden states the teacher saw: the mask reaches the encoder only where its config
+  // asks for it (diffusers' rule; see pipeline/teacher.ts).
   const encodeCaptions = (captions: string[]): Tensor =>
-    noGrad(() => {
-      const tok = tokenizer.encode(captions);
-      return keep(textEncoder.encode(tok.ids, tok.mask, captions.length, tok.length));
-    });
+    keep(encodePromptStates(tokenizer, textEncoder, captions));
 
   const evalBatch = async (): Promise<PairBatch> => {
     const nb = Math.floor(init.evalData.length / B);

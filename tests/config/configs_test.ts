@@ -90,6 +90,7 @@ const ORIGINAL_SAMPLE: Record<string, unknown> = {
 const ADDED_SHARED = {
   "training.timestep_orientation": "original",
   "training.objective": "reflow",
+  "training.caption_dropout": 0.1,
   "device": "auto",
 };
 
@@ -103,7 +104,7 @@ function checkHolds(flat: Map<string, unknown>, expected: Record<string, unknown
 Deno.test("default config holds every setting of default.py", () => {
   const flat = new Map(flattenConfig(getDefault()));
   checkHolds(flat, { ...ORIGINAL_DEFAULT, ...ADDED_SHARED });
-  assert.equal(flat.size, Object.keys(ORIGINAL_DEFAULT).length + 3 + 1); // + empty sampling group
+  assert.equal(flat.size, Object.keys(ORIGINAL_DEFAULT).length + 4 + 1); // + empty sampling group
   validateConfig(getDefault(), defaultSchema);
 });
 
