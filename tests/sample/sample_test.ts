@@ -4,6 +4,7 @@
  * the UNet), seeded noise, the timestep orientation from checkpoint metadata, prompts, and the
  * errors for bad input.
  */
+import { encodeCaptions } from "../../core/pipeline/teacher.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { decode } from "fast-png";
@@ -102,10 +103,11 @@ async function oneStepReference(
     z0.set(f16BitsToF32(p.z0), i * n);
     z1.set(f16BitsToF32(p.z1), i * n);
   }
-  const t = tok.encode(Array.from({ length: B }, (_, i) => tinyCaption(i)));
+  const captions = Array.from({ length: B }, (_, i) => tinyCaption(i));
   const out = noGrad(() =>
     tidy(() => {
-      const ctx = enc.encode(t.ids, t.mask, B, t.length);
+      // diffusers' rule: the mask reaches the encoder only where its config asks for it.
+      const ctx = encodeCaptions(tok, enc, captions);
       return unet.forward(
         Tensor.from(gpu, z0, [B, 4, 8, 8]),
         Tensor.from(gpu, new Float32Array(B).fill(timestep), [B]),
