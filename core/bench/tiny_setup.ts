@@ -8,6 +8,8 @@ import { pairPaths, writePairNpy } from "../data/pair_store.ts";
 import { writeCaptions } from "../data/captions.ts";
 import { f32ToF16Bits } from "../io/half.ts";
 import { CounterRng } from "../train/rng.ts";
+import { join } from "node:path";
+import { getConfig, type TrainConfig } from "../../configs/train.ts";
 
 export const TINY_BENCH_UNET = {
   sample_size: 8,
@@ -59,4 +61,28 @@ export async function writeTinyPairs(root: string, n: number): Promise<void> {
     const z1 = z0.map((x, j) => 0.3 * x + Math.sin(j / 5));
     await writePairNpy(p.images, i, [4, 8, 8], f32ToF16Bits(z0), f32ToF16Bits(z1));
   }
+}
+
+/** A train config for the tiny model on `<data>/train` and `<data>/eval`, logging nothing. */
+export function benchConfig(data: string, steps: number): TrainConfig {
+  const c = getConfig();
+  c.diffusers.gradient_checkpointing = false;
+  c.training = {
+    ...c.training,
+    batch_size: 2,
+    num_steps: steps,
+    log_freq: 1_000_000,
+    eval_freq: 1_000_000,
+    snapshot_freq: 1_000_000,
+    sampling_freq: 1_000_000,
+  };
+  c.data = {
+    ...c.data,
+    image_size: 8,
+    num_channels: 4,
+    train_root: join(data, "train"),
+    eval_root: join(data, "eval"),
+  };
+  c.optim.warmup = 1;
+  return c;
 }

@@ -11,7 +11,7 @@ import { Tensor } from "../tensor/tensor.ts";
 import type { DType } from "../tensor/tensor.ts";
 import { checkArgs, packUniforms, sameDtype, wgslType } from "./common.ts";
 import { sumTo } from "./reduce.ts";
-import { convTexFits, convTexForward } from "./conv2d_tex.ts";
+import { type ConvGeo, convTexFits, convTexForward } from "./conv2d_tex.ts";
 import {
   type GemmOperands,
   gemmShader,
@@ -38,19 +38,7 @@ export interface Conv2dOptions {
 /** Tile for the convolution GEMMs: gathers are costly, so each invocation owns a large block. */
 export const CONV_TILE: GemmTile = { tm: 16, nv: 2, wx: 8, wy: 1, uk: 2 };
 
-interface Geo {
-  n: number;
-  c: number;
-  h: number;
-  w: number;
-  o: number;
-  kh: number;
-  kw: number;
-  oh: number;
-  ow: number;
-  s: number;
-  p: number;
-}
+type Geo = ConvGeo;
 
 /** Output spatial size of a convolution. */
 export function convOutSize(size: number, k: number, stride: number, pad: number): number {

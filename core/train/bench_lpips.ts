@@ -18,11 +18,13 @@
  * @module
  */
 import {
+  benchConfig,
   charTokenizer,
   TINY_BENCH_CLIP,
   TINY_BENCH_UNET,
   writeTinyPairs,
 } from "../bench/tiny_setup.ts";
+import type { TrainConfig } from "../../configs/train.ts";
 import { join } from "node:path";
 import { Gpu } from "../gpu/device.ts";
 import { UNet2DConditionModel } from "../models/unet2d_condition.ts";
@@ -32,7 +34,6 @@ import { LpipsHeads } from "../models/lpips.ts";
 import { VGG16_WIDTHS, Vgg16Features } from "../models/vgg16.ts";
 import { saveModule } from "../models/load.ts";
 import { openPairDataset } from "../data/dataset.ts";
-import { getConfig, type TrainConfig } from "../../configs/train.ts";
 import { runTraining } from "./trainer.ts";
 
 const VAE = {
@@ -95,25 +96,8 @@ export async function benchLpips(
       { name: "lpips (checkpointing)", loss: "lpips", ck: true },
     ] as const;
     for (const v of variants) {
-      const c = getConfig();
+      const c = benchConfig(data, steps);
       c.diffusers.gradient_checkpointing = v.ck;
-      c.training = {
-        ...c.training,
-        batch_size: 2,
-        num_steps: steps,
-        log_freq: 1_000_000,
-        eval_freq: 1_000_000,
-        snapshot_freq: 1_000_000,
-        sampling_freq: 1_000_000,
-      };
-      c.data = {
-        ...c.data,
-        image_size: 8,
-        num_channels: 4,
-        train_root: join(data, "train"),
-        eval_root: join(data, "eval"),
-      };
-      c.optim.warmup = 1;
       c.reflow = {
         ...c.reflow,
         reflow_loss: v.loss as TrainConfig["reflow"]["reflow_loss"],

@@ -15,6 +15,7 @@
  */
 
 import {
+  benchConfig,
   charTokenizer,
   TINY_BENCH_CLIP,
   TINY_BENCH_UNET,
@@ -26,32 +27,8 @@ import { Gpu } from "../gpu/device.ts";
 import { UNet2DConditionModel } from "../models/unet2d_condition.ts";
 import { CLIPTextModel } from "../models/text_encoders.ts";
 import { openPairDataset } from "../data/dataset.ts";
-import { getConfig, type TrainConfig } from "../../configs/train.ts";
 import { connectWorker, type GradientExchange, listenHub } from "../dist/allreduce.ts";
 import { runTraining } from "./trainer.ts";
-
-function benchConfig(data: string, steps: number): TrainConfig {
-  const c = getConfig();
-  c.diffusers.gradient_checkpointing = false;
-  c.training = {
-    ...c.training,
-    batch_size: 2,
-    num_steps: steps,
-    log_freq: 1_000_000,
-    eval_freq: 1_000_000,
-    snapshot_freq: 1_000_000,
-    sampling_freq: 1_000_000,
-  };
-  c.data = {
-    ...c.data,
-    image_size: 8,
-    num_channels: 4,
-    train_root: join(data, "train"),
-    eval_root: join(data, "eval"),
-  };
-  c.optim.warmup = 1;
-  return c;
-}
 
 /** Runs the tiny training and returns mean seconds per step after `warm` steps. */
 async function timedRun(
