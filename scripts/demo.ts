@@ -1,9 +1,10 @@
 /**
  * `deno task demo [--quick] [--out out/demo] [--pairs N] [--train_steps N] [--teacher DIR]
- *  [--student FILE]`
+ *  [--student FILE] [--student_init fresh|teacher]`
  *
  * The whole reflow pipeline on the tiny teacher shipped in `models/tiny_teacher`, end to end on
- * any machine: generate -> data2lmdb -> train (reflow from the teacher's weights) -> sample, then a
+ * any machine: generate -> data2lmdb -> train (reflow; the student starts fresh by default, or
+ * from the teacher's weights with --student_init teacher) -> sample, then a
  * report (`<out>/index.html`, `<out>/report.json`) of the teacher at 25 and 1 steps against the
  * student at 1 and 4 Euler steps: pictures, the checker's accuracy, time per image, straightness
  * and the loss curve. `--quick` is the CI size (a few pairs and steps).
@@ -21,13 +22,14 @@ async function main(): Promise<void> {
       train_steps: { type: "string" },
       teacher: { type: "string" },
       student: { type: "string" },
+      student_init: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
   if (values.help) {
     console.log(
       "usage: deno task demo [--quick] [--out DIR] [--pairs N] [--train_steps N] " +
-        "[--teacher DIR] [--student FILE]",
+        "[--teacher DIR] [--student FILE] [--student_init fresh|teacher]",
     );
     return;
   }
@@ -44,6 +46,12 @@ async function main(): Promise<void> {
   if (values.train_steps) o.trainSteps = int(values.train_steps, "train_steps");
   if (values.teacher) o.teacher = values.teacher;
   if (values.student) o.shippedStudent = values.student;
+  if (values.student_init) {
+    if (values.student_init !== "teacher" && values.student_init !== "fresh") {
+      throw new Error(`--student_init must be "teacher" or "fresh", got "${values.student_init}"`);
+    }
+    o.studentInit = values.student_init;
+  }
   await runDemo(o);
 }
 
