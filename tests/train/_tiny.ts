@@ -6,7 +6,6 @@ import { join } from "node:path";
 import type { Gpu } from "../../core/gpu/device.ts";
 import { UNet2DConditionModel } from "../../core/models/unet2d_condition.ts";
 import { CLIPTextModel } from "../../core/models/text_encoders.ts";
-import type { TextTokenizer } from "../../core/models/tokenizers/types.ts";
 import { writeCaptions } from "../../core/data/captions.ts";
 import { pairPaths, writePairNpy } from "../../core/data/pair_store.ts";
 import { f32ToF16Bits } from "../../core/io/half.ts";
@@ -15,45 +14,17 @@ import { openPairDataset } from "../../core/data/dataset.ts";
 import type { TrainerInit, TrainModels } from "../../core/train/trainer.ts";
 import { rand } from "../helpers/gpu.ts";
 
-export const TINY_UNET = {
-  sample_size: 8,
-  in_channels: 4,
-  out_channels: 4,
-  down_block_types: ["CrossAttnDownBlock2D", "DownBlock2D"],
-  up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D"],
-  block_out_channels: [32, 64],
-  layers_per_block: 1,
-  norm_num_groups: 8,
-  cross_attention_dim: 32,
-  attention_head_dim: 4,
-};
-
-export const TINY_CLIP = {
-  vocab_size: 64,
-  hidden_size: 32,
-  intermediate_size: 64,
-  num_hidden_layers: 1,
-  num_attention_heads: 2,
-  max_position_embeddings: 8,
-};
-
-/** Fixed ids: bos, one id per character (mod the vocabulary), eos, padding. */
-export const fakeTokenizer: TextTokenizer = {
-  kind: "clip",
-  modelMaxLength: 8,
-  padId: 0,
-  encode(texts: string[]) {
-    const L = 8;
-    const ids = new Int32Array(texts.length * L);
-    const mask = new Int32Array(texts.length * L);
-    texts.forEach((t, b) => {
-      const row = [1, ...[...t].slice(0, L - 2).map((c) => 3 + (c.charCodeAt(0) % 60)), 2];
-      ids.set(row, b * L);
-      mask.fill(1, b * L, b * L + row.length);
-    });
-    return { ids, mask, length: L };
-  },
-};
+// The tiny model is the benchmarks' one (core/bench/tiny_setup.ts), so tests and benchmarks agree.
+export {
+  charTokenizer as fakeTokenizer,
+  TINY_BENCH_CLIP as TINY_CLIP,
+  TINY_BENCH_UNET as TINY_UNET,
+} from "../../core/bench/tiny_setup.ts";
+import {
+  charTokenizer as fakeTokenizer,
+  TINY_BENCH_CLIP as TINY_CLIP,
+  TINY_BENCH_UNET as TINY_UNET,
+} from "../../core/bench/tiny_setup.ts";
 
 export function tinyModels(gpu: Gpu, seed = 7): TrainModels {
   return {
