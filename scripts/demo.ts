@@ -1,6 +1,6 @@
 /**
  * `deno task demo [--quick] [--out out/demo] [--pairs N] [--train_steps N] [--teacher DIR]
- *  [--student FILE] [--student_init fresh|teacher]`
+ *  [--student FILE] [--student_init fresh|teacher] [--batch_size N] [--lr LR]`
  *
  * The whole reflow pipeline on the tiny teacher shipped in `models/tiny_teacher`, end to end on
  * any machine: generate -> data2lmdb -> train (reflow; the student starts fresh by default, or
@@ -23,13 +23,15 @@ async function main(): Promise<void> {
       teacher: { type: "string" },
       student: { type: "string" },
       student_init: { type: "string" },
+      batch_size: { type: "string" },
+      lr: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
   if (values.help) {
     console.log(
       "usage: deno task demo [--quick] [--out DIR] [--pairs N] [--train_steps N] " +
-        "[--teacher DIR] [--student FILE] [--student_init fresh|teacher]",
+        "[--teacher DIR] [--student FILE] [--student_init fresh|teacher] [--batch_size N] [--lr LR]",
     );
     return;
   }
@@ -44,6 +46,11 @@ async function main(): Promise<void> {
   };
   if (values.pairs) o.pairs = int(values.pairs, "pairs");
   if (values.train_steps) o.trainSteps = int(values.train_steps, "train_steps");
+  if (values.batch_size) o.batchSize = int(values.batch_size, "batch_size");
+  if (values.lr) {
+    o.lr = Number(values.lr);
+    if (!(o.lr > 0)) throw new Error(`--lr must be a number > 0, got "${values.lr}"`);
+  }
   if (values.teacher) o.teacher = values.teacher;
   if (values.student) o.shippedStudent = values.student;
   if (values.student_init) {

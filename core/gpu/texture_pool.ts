@@ -1,6 +1,7 @@
 /// <reference types="@webgpu/types" />
 /**
- * Pooled rgba32float operand textures for the texture-operand kernels (matmul, conv2d). A texture
+ * Pooled operand textures (rgba32float unless asked otherwise) for the texture-operand kernels
+ * (matmul, conv2d, attention, sum). A texture
  * released after its last use was recorded can be reused at once: commands run in recording order,
  * so a later pack into it happens after the earlier read.
  */
@@ -18,16 +19,23 @@ const pools = new WeakMap<Gpu, Map<string, PooledTexture[]>>();
 /** Kept per size: enough for the operands of one op and its neighbours. */
 const KEEP = 2;
 
-export function acquireTexture(gpu: Gpu, kind: TextureKind, w: number, h: number, d: number) {
+export function acquireTexture(
+  gpu: Gpu,
+  kind: TextureKind,
+  w: number,
+  h: number,
+  d: number,
+  format: "rgba32float" | "rgba16float" = "rgba32float",
+) {
   let pool = pools.get(gpu);
   if (!pool) pools.set(gpu, pool = new Map());
-  const key = `${kind}:${w}x${h}x${d}`;
+  const key = `${kind}:${format}:${w}x${h}x${d}`;
   const hit = pool.get(key)?.pop();
   if (hit) return hit;
   const tex = gpu.device.createTexture({
     size: [w, h, d],
     dimension: kind === "3d" ? "3d" : "2d",
-    format: "rgba32float",
+    format,
     usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.STORAGE_BINDING |
       GPUTextureUsage.COPY_DST,
     label: `operand ${key}`,

@@ -4,6 +4,8 @@
  * (c, ky, kx) and gathers from x with zero padding. Backward uses the same machinery:
  * dx is an implicit GEMM of dy with the transposed weights (stride handled by a divisibility test),
  * dW an implicit GEMM over (n, oy, ox), dbias a reduction. f32 or f16 storage, f32 accumulation.
+ * By default forward and backward take the texture-operand paths (conv2d_tex.ts,
+ * conv2d_tex_backward.ts) when the operands fit the texture limits; `path: "storage"` forces these.
  */
 import { GpuError } from "../gpu/errors.ts";
 import { record, save } from "../tensor/autograd.ts";
@@ -12,6 +14,7 @@ import type { DType } from "../tensor/tensor.ts";
 import { checkArgs, packUniforms, sameDtype, wgslType } from "./common.ts";
 import { sumTo } from "./reduce.ts";
 import { type ConvGeo, convTexFits, convTexForward } from "./conv2d_tex.ts";
+import { convTexBackward, convTexBackwardFits } from "./conv2d_tex_backward.ts";
 import {
   type GemmOperands,
   gemmShader,
@@ -29,8 +32,9 @@ export interface Conv2dOptions {
   /** Override the GEMM tile (benchmarks). */
   tile?: GemmTile;
   /**
-   * Forward operand path: "texture" (packed textures, much faster on lavapipe, conv2d_tex.ts) or
-   * "storage"; default texture when the operands fit the texture limits. Backward uses storage.
+   * Operand path of forward and backward: "texture" (packed textures, much faster on lavapipe;
+   * conv2d_tex.ts, conv2d_tex_backward.ts) or "storage" (the implicit GEMMs here); default texture
+   * when the operands fit the texture limits (and no `tile` is given).
    */
   path?: "texture" | "storage";
 }
@@ -233,6 +237,11 @@ function run(
   gpu.dispatch(kern, [...bufs, out.buffer], uniforms(g, gm, gn, gk), [gx, gy, 1]);
 }
 
+/** Whether `o` asks for (or defaults to) the texture path. */
+function wantsTexture(o: Conv2dOptions): boolean {
+  return o.path === "texture" || (o.path === undefined && !o.tile);
+}
+
 /** Forward convolution without autograd. */
 export function conv2dRaw(x: Tensor, w: Tensor, bias?: Tensor, o: Conv2dOptions = {}): Tensor {
   const ts = bias ? [x, w, bias] : [x, w];
@@ -240,8 +249,7 @@ export function conv2dRaw(x: Tensor, w: Tensor, bias?: Tensor, o: Conv2dOptions 
   const dt = sameDtype("conv2d", ts);
   const g = geometry(x, w, bias, o);
   const out = Tensor.empty(gpu, [g.n, g.o, g.oh, g.ow], dt);
-  const tex = o.path === "texture" || (o.path === undefined && !o.tile);
-  if (tex && convTexFits(gpu, g)) {
+  if (wantsTexture(o) && convTexFits(gpu, g)) {
     convTexForward(x, w, bias, out, g);
     return out;
   }
@@ -270,6 +278,10 @@ export function conv2dBackwardInput(
   const dt = sameDtype("conv2d_backward", [dy, w]);
   const g = geometry({ shape: xShape } as Tensor, w, undefined, o);
   const dx = Tensor.empty(dy.gpu, xShape, dt);
+  if (wantsTexture(o) && convTexBackwardFits(dy.gpu, g)) {
+    convTexBackward(dy, g, { w, dx });
+    return dx;
+  }
   run(
     "dx",
     dt,
@@ -294,6 +306,10 @@ export function conv2dBackwardWeight(
   const dt = sameDtype("conv2d_backward", [dy, x]);
   const g = geometry(x, { shape: wShape } as Tensor, undefined, o);
   const dw = Tensor.empty(dy.gpu, wShape, dt);
+  if (wantsTexture(o) && convTexBackwardFits(dy.gpu, g)) {
+    convTexBackward(dy, g, { x, dw });
+    return dw;
+  }
   run(
     "dw",
     dt,
@@ -306,6 +322,24 @@ export function conv2dBackwardWeight(
     o.tile ?? CONV_TILE,
   );
   return dw;
+}
+
+/** Both gradients of conv2d (dx, dW); the texture path packs dy once for the two. */
+export function conv2dBackward(
+  dy: Tensor,
+  x: Tensor,
+  w: Tensor,
+  o: Conv2dOptions = {},
+): [Tensor, Tensor] {
+  const dt = sameDtype("conv2d_backward", [dy, x, w]);
+  const g = geometry(x, w, undefined, o);
+  if (wantsTexture(o) && convTexBackwardFits(dy.gpu, g)) {
+    const dx = Tensor.empty(dy.gpu, x.shape, dt);
+    const dw = Tensor.empty(dy.gpu, w.shape, dt);
+    convTexBackward(dy, g, { x, w, dx, dw });
+    return [dx, dw];
+  }
+  return [conv2dBackwardInput(dy, w, x.shape, o), conv2dBackwardWeight(dy, x, w.shape, o)];
 }
 
 /**
@@ -321,9 +355,11 @@ export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, o: Conv2dOptions = {
   const out = conv2dRaw(x, w, bias, o);
   const sx = save(x), sw = save(w);
   const xShape = [...x.shape], wShape = [...w.shape];
-  return record("conv2d", out, [x, w, bias], (g) => [
-    x.requiresGrad ? conv2dBackwardInput(g, sw, xShape, o) : null,
-    w.requiresGrad ? conv2dBackwardWeight(g, sx, wShape, o) : null,
-    bias?.requiresGrad ? sumTo(g, [wShape[0], 1, 1]).alias([wShape[0]]) : null,
-  ], [sx, sw]);
+  return record("conv2d", out, [x, w, bias], (g) => {
+    const [dx, dw] = x.requiresGrad && w.requiresGrad ? conv2dBackward(g, sx, sw, o) : [
+      x.requiresGrad ? conv2dBackwardInput(g, sw, xShape, o) : null,
+      w.requiresGrad ? conv2dBackwardWeight(g, sx, wShape, o) : null,
+    ];
+    return [dx, dw, bias?.requiresGrad ? sumTo(g, [wShape[0], 1, 1]).alias([wShape[0]]) : null];
+  }, [sx, sw]);
 }

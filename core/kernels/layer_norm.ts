@@ -1,42 +1,34 @@
 /**
  * LayerNorm over the last axis with optional per-feature weight and bias (PyTorch semantics: biased
- * variance, eps inside the square root). One workgroup per row computes the mean, then the variance
- * about it (two passes over the row, which stays in cache), and saves mean and 1/std for backward.
- * Backward: dx per row with a workgroup reduction; dweight/dbias as column sums over row chunks
- * (partials in f32, then a final sum), so many rows still spread over many workgroups.
+ * variance, eps inside the square root). A segment of {@link rowThreads} threads per row (see
+ * row_reduce.ts) computes the mean, then the variance about it (two passes: over registers for rows
+ * of up to MAX_REGS elements per thread, which are read once, else over the row in cache), and
+ * saves mean and 1/std for backward.
+ * Backward: dx per row with one segment reduction (of both sums at once); dweight/dbias as column
+ * sums over row chunks (partials in f32, then a final sum), so many rows still spread over many
+ * workgroups.
  */
 import { GpuError } from "../gpu/errors.ts";
 import { record, save } from "../tensor/autograd.ts";
 import { keep } from "../tensor/scope.ts";
 import type { DType } from "../tensor/tensor.ts";
 import { Tensor } from "../tensor/tensor.ts";
+import { checkArgs, f32u, header, packUniforms, wgslType } from "./common.ts";
 import {
-  checkArgs,
-  f32u,
-  grid1d,
-  GRID_ARGS,
-  header,
-  linearIndex,
-  packUniforms,
-  wgslType,
-} from "./common.ts";
-import {
+  MAX_REGS,
+  meanM2Wgsl,
   ROW_ARGS,
-  ROW_INDEX,
   ROW_WG,
-  rowGrid,
+  rowRegisters,
+  rowThreads,
+  segGrid,
+  segIndex,
+  segReduceWgsl,
   storageBindings as bindings,
-  wgReduceWgsl,
+  sumWgsl,
 } from "./row_reduce.ts";
 
 const WG = ROW_WG;
-/** Rows up to this long take the thread-per-row kernels. */
-const SMALL_ROW = 128;
-/** The thread-per-row variant: `li` is 0 so the shared code's "first thread writes" holds. */
-const SMALL_ARGS = GRID_ARGS;
-const SMALL_INDEX = `${linearIndex(WG)}; let li = 0u`;
-/** In the thread-per-row variant a row's sum is the thread's own sum. */
-const SMALL_SUM = "fn wgSum(v: f32, li: u32) -> f32 { return v; }";
 /** Threads per workgroup (one per column) in the weight/bias gradient kernels. */
 const COL_WG = 64;
 
@@ -53,52 +45,77 @@ function forward(x: Tensor, aff: Affine, eps: number): { y: Tensor; stats: Tenso
   const dts: DType[] = [x.dtype, aff.w?.dtype ?? "f32", aff.b?.dtype ?? "f32"];
   const cols = x.shape[x.shape.length - 1];
   const rows = x.size / cols;
-  // Short rows: one thread per row, no barriers (a workgroup per row would idle and synchronise).
-  const small = cols <= SMALL_ROW;
-  const k = gpu.kernel("layer_norm", `${T}|${W}|${hw}|${hb}|${small}`, () =>
-    `${header(...dts)}
+  const tpr = rowThreads(cols);
+  const regs = Math.ceil(cols / tpr) <= MAX_REGS;
+  const out = (v: string, j: string, i: string) =>
+    `var v = ${v};
+    ${hw ? `v = v * f32(w[${j}]);` : ""}
+    ${hb ? `v = v + f32(b[${j}]);` : ""}
+    y[${i}] = ${T}(v);`;
+  const body = () => {
+    if (!regs) {
+      return `let rb = select(0u, row, ok) * u.cols;
+  let end = select(rb, rb + u.cols, ok);
+  let n = f32(u.cols);
+  var s = 0.0;
+  for (var i = rb + lane; i < end; i += ${tpr}u) { s += f32(x[i]); }
+  let mean = segSum(s, li) / n;
+  var q = 0.0;
+  for (var i = rb + lane; i < end; i += ${tpr}u) { let d = f32(x[i]) - mean; q += d * d; }
+  let rstd = inverseSqrt(segSum(q, li) / n + u.eps);
+  for (var i = rb + lane; i < end; i += ${tpr}u) {
+    ${out("(f32(x[i]) - mean) * rstd", "i - rb", "i")}
+  }`;
+    }
+    const r = rowRegisters("x", "x", cols, tpr);
+    const ks = Array.from({ length: r.count }, (_, k) => k);
+    return `let base = select(0u, row, ok) * ${cols}u + lane;
+  ${r.wgsl}
+  ${meanM2Wgsl("x", r.count, r.valid, cols)}
+  let rstd = inverseSqrt(m2 / ${cols}.0 + u.eps);
+  ${
+      ks.map((k) =>
+        `if (${r.valid(k)}) {
+    ${out(`(x${k} - mean) * rstd`, `lane + ${k * tpr}u`, `base + ${k * tpr}u`)}
+  }`
+      ).join("\n  ")
+    }`;
+  };
+  const k = gpu.kernel(
+    "layer_norm",
+    `${T}|${W}|${hw}|${hb}|${tpr}|${regs ? cols : 0}`,
+    () =>
+      `${header(...dts)}
 struct U { rows: u32, cols: u32, eps: f32 };
 @group(0) @binding(0) var<uniform> u: U;
 ${
-      bindings([
-        ["x", "read", T],
-        hw ? ["w", "read", W] : null,
-        hb ? ["b", "read", W] : null,
-        ["y", "read_write", T],
-        ["stats", "read_write", "f32"],
-      ])
-    }
-${small ? SMALL_SUM : wgReduceWgsl(WG)}
+        bindings([
+          ["x", "read", T],
+          hw ? ["w", "read", W] : null,
+          hb ? ["b", "read", W] : null,
+          ["y", "read_write", T],
+          ["stats", "read_write", "f32"],
+        ])
+      }
+${segReduceWgsl(tpr)}
 @compute @workgroup_size(${WG})
-fn main(${small ? SMALL_ARGS : ROW_ARGS}) {
-  let row = ${small ? SMALL_INDEX : ROW_INDEX};
-  if (row >= u.rows) { return; }
-  let base = row * u.cols;
-  let n = f32(u.cols);
-  var s = 0.0;
-  for (var j = li; j < u.cols; j += ${small ? 1 : WG}u) { s += f32(x[base + j]); }
-  let mean = wgSum(s, li) / n;
-  var q = 0.0;
-  for (var j = li; j < u.cols; j += ${
-      small ? 1 : WG
-    }u) { let d = f32(x[base + j]) - mean; q += d * d; }
-  let rstd = inverseSqrt(wgSum(q, li) / n + u.eps);
-  for (var j = li; j < u.cols; j += ${small ? 1 : WG}u) {
-    var v = (f32(x[base + j]) - mean) * rstd;
-    ${hw ? "v = v * f32(w[j]);" : ""}
-    ${hb ? "v = v + f32(b[j]);" : ""}
-    y[base + j] = ${T}(v);
+fn main(${ROW_ARGS}) {
+  ${segIndex(tpr)}
+  let ok = row < u.rows;
+  ${body()}
+  if (ok && lane == 0u) {
+    stats[2u * row] = mean;
+    stats[2u * row + 1u] = rstd;
   }
-  if (li == 0u) { stats[2u * row] = mean; stats[2u * row + 1u] = rstd; }
-}`);
+}`,
+  );
   const y = Tensor.empty(gpu, x.shape, x.dtype);
   const stats = Tensor.empty(gpu, [rows, 2], "f32");
   const bufs = [x.buffer];
   if (aff.w) bufs.push(aff.w.buffer);
   if (aff.b) bufs.push(aff.b.buffer);
   bufs.push(y.buffer, stats.buffer);
-  const groups = small ? grid1d(gpu, rows, WG) : rowGrid(gpu, rows);
-  gpu.dispatch(k, bufs, packUniforms([rows, cols, f32u(eps)]), groups);
+  gpu.dispatch(k, bufs, packUniforms([rows, cols, f32u(eps)]), segGrid(gpu, rows, tpr));
   return { y, stats };
 }
 
@@ -110,10 +127,45 @@ function backwardX(x: Tensor, w: Tensor | null, stats: Tensor, g: Tensor): Tenso
   const hw = w !== null;
   const cols = x.shape[x.shape.length - 1];
   const rows = x.size / cols;
-  const small = cols <= SMALL_ROW;
+  const tpr = rowThreads(cols);
+  const regs = Math.ceil(cols / tpr) <= MAX_REGS;
+  const body = () => {
+    if (!regs) {
+      return `let rb = r * u.cols;
+  let end = select(rb, rb + u.cols, ok);
+  var t = vec2<f32>(0.0);
+  for (var i = rb + lane; i < end; i += ${tpr}u) {
+    let gw = f32(g[i])${hw ? " * f32(w[i - rb])" : ""};
+    t += vec2<f32>(gw, gw * (f32(x[i]) - mean) * rstd);
+  }
+  let ab = segSum2(t, li) / f32(u.cols);
+  for (var i = rb + lane; i < end; i += ${tpr}u) {
+    let gw = f32(g[i])${hw ? " * f32(w[i - rb])" : ""};
+    let xh = (f32(x[i]) - mean) * rstd;
+    dx[i] = ${T}(rstd * (gw - ab.x - xh * ab.y));
+  }`;
+    }
+    const rx = rowRegisters("x", "x", cols, tpr), rg = rowRegisters("g", "g", cols, tpr);
+    const rw = rowRegisters("w", "w", cols, tpr, { base: "lane" });
+    const ks = Array.from({ length: rx.count }, (_, k) => k);
+    return `let base = r * ${cols}u + lane;
+  ${rx.wgsl}
+  ${rg.wgsl}
+  ${hw ? rw.wgsl : ""}
+  ${ks.map((k) => `let gw${k} = g${k}${hw ? ` * w${k}` : ""};`).join("\n  ")}
+  ${ks.map((k) => `let xh${k} = (x${k} - mean) * rstd;`).join("\n  ")}
+  let ab = segSum2(${sumWgsl(ks.map((k) => `vec2<f32>(gw${k}, gw${k} * xh${k})`))}, li) / ${cols}.0;
+  ${
+      ks.map((k) =>
+        `if (${rx.valid(k)}) { dx[base + ${
+          k * tpr
+        }u] = ${T}(rstd * (gw${k} - ab.x - xh${k} * ab.y)); }`
+      ).join("\n  ")
+    }`;
+  };
   const k = gpu.kernel(
     "layer_norm_backward_x",
-    `${T}|${W}|${hw}|${small}`,
+    `${T}|${W}|${hw}|${tpr}|${regs ? cols : 0}`,
     () =>
       `${header(x.dtype, w?.dtype ?? "f32")}
 struct U { rows: u32, cols: u32 };
@@ -127,35 +179,20 @@ ${
           ["dx", "read_write", T],
         ])
       }
-${small ? SMALL_SUM : wgReduceWgsl(WG)}
+${segReduceWgsl(tpr)}
 @compute @workgroup_size(${WG})
-fn main(${small ? SMALL_ARGS : ROW_ARGS}) {
-  let row = ${small ? SMALL_INDEX : ROW_INDEX};
-  if (row >= u.rows) { return; }
-  let base = row * u.cols;
-  let mean = stats[2u * row];
-  let rstd = stats[2u * row + 1u];
-  var sa = 0.0;
-  var sb = 0.0;
-  for (var j = li; j < u.cols; j += ${small ? 1 : WG}u) {
-    let gw = f32(g[base + j])${hw ? " * f32(w[j])" : ""};
-    sa += gw;
-    sb += gw * (f32(x[base + j]) - mean) * rstd;
-  }
-  let n = f32(u.cols);
-  let a = wgSum(sa, li) / n;
-  let b = wgSum(sb, li) / n;
-  for (var j = li; j < u.cols; j += ${small ? 1 : WG}u) {
-    let gw = f32(g[base + j])${hw ? " * f32(w[j])" : ""};
-    let xh = (f32(x[base + j]) - mean) * rstd;
-    dx[base + j] = ${T}(rstd * (gw - a - xh * b));
-  }
+fn main(${ROW_ARGS}) {
+  ${segIndex(tpr)}
+  let ok = row < u.rows;
+  let r = select(0u, row, ok);
+  let mean = stats[2u * r];
+  let rstd = stats[2u * r + 1u];
+  ${body()}
 }`,
   );
   const dx = Tensor.empty(gpu, x.shape, x.dtype);
   const bufs = [x.buffer, ...(w ? [w.buffer] : []), stats.buffer, g.buffer, dx.buffer];
-  const groups = small ? grid1d(gpu, rows, WG) : rowGrid(gpu, rows);
-  gpu.dispatch(k, bufs, packUniforms([rows, cols]), groups);
+  gpu.dispatch(k, bufs, packUniforms([rows, cols]), segGrid(gpu, rows, tpr));
   return dx;
 }
 
@@ -237,9 +274,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (c >= u.cols) { return; }
   var sw = 0.0;
   var sb = 0.0;
-  for (var k = 0u; k < u.chunks; k++) {
-    sw += part[(2u * k) * u.cols + c];
-    sb += part[(2u * k + 1u) * u.cols + c];
+  // Over partial indices, not 0..chunks: lavapipe inlines uniforms bounding a constant-start loop,
+  // unrolls it and recompiles the shader at every dispatch.
+  let stride = 2u * u.cols;
+  let end = c + stride * u.chunks;
+  for (var i = c; i < end; i += stride) {
+    sw += part[i];
+    sb += part[i + u.cols];
   }
   dw[c] = ${W}(sw);
   db[c] = ${W}(sb);

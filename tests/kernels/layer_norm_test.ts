@@ -26,7 +26,14 @@ function refLayerNorm(
   return out;
 }
 
-for (const shape of [[4, 8], [3, 5, 37], [2, 320], [3, 1280], [1, 1, 129]]) {
+// Segments of 1..64 threads per row by length (several rows per workgroup with a partial last one,
+// a partial last register, two-level reductions), and rows too long for registers ([2, 4100]).
+for (
+  const shape of [[4, 8], [3, 5, 37], [2, 320], [3, 1280], [1, 1, 129], [70, 100], [37, 3], [
+    2,
+    4100,
+  ]]
+) {
   const cols = shape[shape.length - 1];
   Deno.test(`layer_norm affine [${shape}]`, async () => {
     await checkOp({

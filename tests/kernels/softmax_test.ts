@@ -23,7 +23,23 @@ const scaled = (k: number) => (_i: number, n: number) => {
   return out;
 };
 
-for (const shape of [[5], [3, 7], [2, 3, 77], [4, 130], [1, 1], [2, 1025]]) {
+// Rows go to segments of 1..64 threads by length: one thread per row (64 rows per workgroup, the
+// last workgroup partly empty), 2, 4 and 32 threads (two-level reductions), a partial last register,
+// 64 registers of 64 threads ([2, 4096]) and longer rows that loop over memory ([3, 4100]).
+for (
+  const shape of [
+    [5],
+    [3, 7],
+    [2, 3, 77],
+    [4, 130],
+    [1, 1],
+    [2, 1025],
+    [70, 9],
+    [37, 100],
+    [2, 4096],
+    [3, 4100],
+  ]
+) {
   Deno.test(`softmax [${shape}]`, async () => {
     const cols = shape[shape.length - 1];
     await checkOp({
