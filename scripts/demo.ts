@@ -1,6 +1,7 @@
 /**
  * `deno task demo [--quick] [--out out/demo] [--pairs N] [--train_steps N] [--teacher DIR]
- *  [--student FILE] [--student_init fresh|teacher] [--batch_size N] [--lr LR]`
+ *  [--student FILE] [--student_init fresh|teacher] [--batch_size N] [--lr LR]
+ *  [--save_student DIR]`
  *
  * The whole reflow pipeline on the tiny teacher shipped in `models/tiny_teacher`, end to end on
  * any machine: generate -> data2lmdb -> train (reflow; the student starts fresh by default, or
@@ -25,13 +26,15 @@ async function main(): Promise<void> {
       student_init: { type: "string" },
       batch_size: { type: "string" },
       lr: { type: "string" },
+      save_student: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
   if (values.help) {
     console.log(
       "usage: deno task demo [--quick] [--out DIR] [--pairs N] [--train_steps N] " +
-        "[--teacher DIR] [--student FILE] [--student_init fresh|teacher] [--batch_size N] [--lr LR]",
+        "[--teacher DIR] [--student FILE] [--student_init fresh|teacher] [--batch_size N] [--lr LR]\n" +
+        "  [--save_student DIR]   also save the trained student as a diffusers UNet folder",
     );
     return;
   }
@@ -51,6 +54,7 @@ async function main(): Promise<void> {
     o.lr = Number(values.lr);
     if (!(o.lr > 0)) throw new Error(`--lr must be a number > 0, got "${values.lr}"`);
   }
+  if (values.save_student) o.saveStudent = values.save_student;
   if (values.teacher) o.teacher = values.teacher;
   if (values.student) o.shippedStudent = values.student;
   if (values.student_init) {

@@ -58,6 +58,11 @@ export interface DemoOptions {
   teacher: string;
   /** A longer-trained student's weights to show too (null: none). */
   shippedStudent: string | null;
+  /**
+   * Where to save this run's student as a diffusers UNet folder (config.json + EMA weights, which
+   * carry their timestep orientation), e.g. to ship it as `models/tiny_student/unet`; null: not saved.
+   */
+  saveStudent?: string | null;
   /** Training pairs the teacher generates. */
   pairs: number;
   /** Reflow training steps. */
@@ -214,6 +219,7 @@ export async function runDemo(o: DemoOptions): Promise<Record<string, unknown>> 
     ]);
   });
   const studentWeights = join(workdir, "checkpoints", `score_model_s${o.trainSteps}.safetensors`);
+  if (o.saveStudent) await saveStudentFolder(teacher, studentWeights, resolve(o.saveStudent), log);
   await stage(4, "sample", async () => {
     for (const n of [1, 4]) {
       await job("sample", [
@@ -280,6 +286,24 @@ export async function runDemo(o: DemoOptions): Promise<Record<string, unknown>> 
     );
   }
   return report;
+}
+
+/** Writes the student as a diffusers UNet folder: the teacher's UNet config and the EMA weights. */
+async function saveStudentFolder(
+  teacher: string,
+  weights: string,
+  dir: string,
+  log: (l: string) => void,
+): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true });
+  // Temporary names, then renames: an interrupted save never leaves a half-written folder.
+  const put = async (src: string, name: string) => {
+    await Deno.copyFile(src, join(dir, `${name}.tmp`));
+    await Deno.rename(join(dir, `${name}.tmp`), join(dir, name));
+  };
+  await put(join(teacher, "unet", "config.json"), "config.json");
+  await put(weights, "diffusion_pytorch_model.safetensors");
+  log(`demo: student saved to ${dir}`);
 }
 
 /** Stage 5: every column on the evaluation pairs' noise, timed alike, scored by the checker. */

@@ -16,6 +16,10 @@
  * packed into rgba32float textures and read with textureLoad, several rows per thread), 10-20x faster
  * on lavapipe; the storage-buffer kernels here serve `path: "storage"` and shapes past the texture
  * limits. Both save the same base-2 log-sum-exp, so their backward passes are interchangeable.
+ *
+ * The tile loops count from a per-workgroup base (`wid.x`), not from the constant 0: lavapipe (Mesa
+ * 22) specialises the uniform bound of a loop with a constant start to its value at every dispatch,
+ * and when that unrolls and grows the shader it recompiles it at every dispatch (milliseconds each).
  */
 import { GpuError } from "../gpu/errors.ts";
 import { record, save } from "../tensor/autograd.ts";
@@ -132,7 +136,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${unroll(c.d4, (e) => `var acc${e} = vec4<f32>(0.0);`)}
   var m = NEG_BIG;
   var l = 0.0;
-  for (var j0 = 0u; j0 < u.lk; j0 += TILE) {
+  // Tiles from a per-workgroup base, not the constant 0 (see the module notes).
+  let jBase = wid.x;
+  for (var jPos = jBase; jPos < jBase + u.lk; jPos += TILE) {
+    let j0 = jPos - jBase;
     ${LOAD_KV}
     // Scores of this tile (log2 units), then one rescale of the accumulator per tile.
     var s: array<f32, TILE>;
@@ -239,7 +246,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${unroll(c.d4, (e) => `var acc${e} = vec4<f32>(0.0);`)}
   let li2 = lse[bh * u.lq + rowc];
   let di = dl[bh * u.lq + rowc];
-  for (var j0 = 0u; j0 < u.lk; j0 += TILE) {
+  // Tiles from a per-workgroup base, not the constant 0 (see the module notes).
+  let jBase = wid.x;
+  for (var jPos = jBase; jPos < jBase + u.lk; jPos += TILE) {
+    let j0 = jPos - jBase;
     ${LOAD_KV}
     for (var jj = 0u; jj < TILE; jj++) {
       var sv = vec4<f32>(0.0);
@@ -309,7 +319,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${unroll(c.d4, (e) => `let vr${e} = ld_v(base, ${e}u);`)}
   ${unroll(c.d4, (e) => `var dka${e} = vec4<f32>(0.0);`)}
   ${unroll(c.d4, (e) => `var dva${e} = vec4<f32>(0.0);`)}
-  for (var i0 = 0u; i0 < u.lq; i0 += TILE) {
+  // Tiles from a per-workgroup base, not the constant 0 (see the module notes).
+  let iBase = wid.x;
+  for (var iPos = iBase; iPos < iBase + u.lq; iPos += TILE) {
+    let i0 = iPos - iBase;
     for (var t = li; t < TILE * D4; t += ${ROWS}u) {
       let i = i0 + t / D4;
       if (i < u.lq) {

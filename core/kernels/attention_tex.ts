@@ -15,6 +15,10 @@
  * unrolled: the flash property holds, nothing of size Lq x Lk is ever stored. The online softmax works
  * in base 2 with the same log-sum-exp (m + log2 l, of scale*log2(e)-scaled scores) as the storage
  * path, so either path's backward accepts either path's saved lse.
+ *
+ * The streaming loops count from a per-workgroup base (`wid.x`), not from the constant 0: lavapipe
+ * (Mesa 22) specialises the uniform bound of a loop with a constant start to its value at every
+ * dispatch, and when that unrolls and grows the shader it recompiles it at every dispatch.
  */
 import type { Gpu } from "../gpu/device.ts";
 import type { DType } from "../tensor/tensor.ts";
@@ -189,11 +193,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${R((r) => unroll(d4, (e) => `let q${r}_${e} = ld_q(base${r}, ${e}u) * u.scale2;`))}
   ${R((r) => unroll(d4, (e) => `var a${r}_${e} = vec4<f32>(0.0);`))}
   ${R((r) => `var m${r} = NEG_BIG;\n    var l${r} = 0.0;`)}
-  for (var j0 = 0u; j0 < u.lk; j0 += TILE) {
+  // Tiles from a per-workgroup base, not the constant 0 (see the module notes).
+  let jBase = wid.x;
+  for (var jPos = jBase; jPos < jBase + u.lk; jPos += TILE) {
+    let jt = jPos - jBase;
     // Scores of JB keys (log2 units; NEG_BIG past Lk), then one rescale per row.
     ${
       J((j) =>
-        `let j${j} = j0 + ${j}u;
+        `let j${j} = jt + ${j}u;
     ${loads("kv", `k${j}`, d4, "", `j${j}`)}
     ${
           R((r) =>
@@ -285,10 +292,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${R((r) => unroll(d4, (e) => `let g${r}_${e} = ld_go(base${r}, ${e}u);`))}
   ${R((r) => unroll(d4, (e) => `var a${r}_${e} = vec4<f32>(0.0);`))}
   ${R((r) => `let ls${r} = lse[bh * u.lq + rc${r}];\n  let dl${r} = dl[bh * u.lq + rc${r}];`)}
-  for (var j0 = 0u; j0 < u.lk; j0 += TILE) {
+  // Tiles from a per-workgroup base, not the constant 0 (see the module notes).
+  let jBase = wid.x;
+  for (var jPos = jBase; jPos < jBase + u.lk; jPos += TILE) {
+    let jt = jPos - jBase;
     ${
       J((j) =>
-        `let j${j} = j0 + ${j}u;
+        `let j${j} = jt + ${j}u;
     ${loads("kv", `k${j}`, d4, "", `j${j}`)}
     ${loads("kv", `v${j}`, d4, "D4 + ", `j${j}`)}
     ${
@@ -361,10 +371,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${R((r) => unroll(d4, (e) => `let v${r}_${e} = ld_v(base${r}, ${e}u);`))}
   ${R((r) => unroll(d4, (e) => `var dk${r}_${e} = vec4<f32>(0.0);`))}
   ${R((r) => unroll(d4, (e) => `var dv${r}_${e} = vec4<f32>(0.0);`))}
-  for (var i0 = 0u; i0 < u.lq; i0 += TILE) {
+  // Tiles from a per-workgroup base, not the constant 0 (see the module notes).
+  let iBase = wid.x;
+  for (var iPos = iBase; iPos < iBase + u.lq; iPos += TILE) {
+    let it = iPos - iBase;
     ${
       J((i) =>
-        `let i${i} = i0 + ${i}u;
+        `let i${i} = it + ${i}u;
     let t${i} = textureLoad(qg, vec2<u32>(2u * D4, i${i}), bh, 0);
     ${loads("qg", `q${i}`, d4, "", `i${i}`)}
     ${loads("qg", `g${i}`, d4, "D4 + ", `i${i}`)}

@@ -2,15 +2,18 @@
 /**
  * Texture-operand forward path of conv2d (see matmul_tex.ts for why textures: on lavapipe a
  * `textureLoad` is a branchless SIMD fetch, a storage load a per-lane loop). x is packed into a 3-D
- * rgba32float texture, texel (ix, iy, n*CQ + cq) = channels 4cq..4cq+3 of pixel (n, iy, ix); the weight
- * into a 2-D texture, texel ((ky*kw + kx)*CQ + cq, o) = w[o, 4cq..4cq+3, ky, kx]. The implicit GEMM
- * then walks (ky, kx) outside and channel quads inside, so the zero-padding mask of each output pixel
- * is computed once per tap, and each invocation accumulates 8 channels x 8 pixels in registers.
+ * rgba32float texture, texel (ix, iy, n*CQ + cq) = channels 4cq..4cq+3 of pixel (n, iy, ix), by the
+ * activation pack the backward uses too (conv2d_tex_backward.ts: an f32 x goes through a staging
+ * texture, about twice as fast as packing from storage loads); the weight into a 2-D texture, texel
+ * ((ky*kw + kx)*CQ + cq, o) = w[o, 4cq..4cq+3, ky, kx]. The implicit GEMM then walks (ky, kx)
+ * outside and channel quads inside, so the zero-padding mask of each output pixel is computed once
+ * per tap, and each invocation accumulates 8 channels x 8 pixels in registers.
  */
 import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { acquireTexture, releaseTexture } from "../gpu/texture_pool.ts";
 import { header, packUniforms, wgslType } from "./common.ts";
+import { packAct } from "./conv2d_tex_backward.ts";
 
 const TM = 8, NP = 8, WX = 8, PACK_WG = 8;
 
@@ -42,24 +45,6 @@ const U_DECL = `
 struct U { N: u32, C: u32, H: u32, W: u32, O: u32, OH: u32, OW: u32, KH: u32,
   KW: u32, S: u32, P: u32, CQ: u32, p0: u32, p1: u32, p2: u32, p3: u32 };
 @group(0) @binding(0) var<uniform> u: U;`;
-
-function packXShader(T: string, hdr: string): string {
-  return `${hdr}${U_DECL}
-@group(0) @binding(1) var<storage, read> x: array<${T}>;
-@group(0) @binding(2) var dst: texture_storage_3d<rgba32float, write>;
-@compute @workgroup_size(${PACK_WG}, ${PACK_WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  if (gid.x >= u.W || gid.y >= u.H) { return; }
-  let n = gid.z / u.CQ;
-  let cq = gid.z % u.CQ;
-  var v = vec4<f32>(0.0);
-  for (var q = 0u; q < 4u; q++) {
-    let c = cq * 4u + q;
-    if (c < u.C) { v[q] = f32(x[((n * u.C + c) * u.H + gid.y) * u.W + gid.x]); }
-  }
-  textureStore(dst, gid, v);
-}`;
-}
 
 function packWShader(T: string, hdr: string): string {
   return `${hdr}${U_DECL}
@@ -104,7 +89,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   for (let i = 0; i < TM; i++) {
     for (let v = 0; v < NP / 4; v++) L.push(`  var acc${i}_${v} = vec4<f32>(0.0);`);
   }
-  L.push(`  for (var r = 0u; r < u.KH * u.KW; r++) {
+  // Both loops count from per-workgroup bases, not the constant 0: lavapipe (Mesa 22) specialises
+  // the uniform bound of a constant-start loop at each dispatch and can end up recompiling per
+  // dispatch.
+  L.push(`  let rBase = wid.x;
+  for (var rPos = rBase; rPos < rBase + u.KH * u.KW; rPos++) {
+    let r = rPos - rBase;
     let ky = i32(r / u.KW);
     let kx = i32(r % u.KW);`);
   for (let j = 0; j < NP; j++) {
@@ -115,8 +105,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let cy${j} = u32(clamp(yy${j}, 0, i32(u.H) - 1));
     let cx${j} = u32(clamp(xx${j}, 0, i32(u.W) - 1));`);
   }
-  L.push(`    for (var cq = 0u; cq < u.CQ; cq++) {
-      let kq = r * u.CQ + cq;`);
+  L.push(`    let kqBase = r * u.CQ;
+    for (var kq = kqBase; kq < kqBase + u.CQ; kq++) {
+      let cq = kq - kqBase;`);
   for (let i = 0; i < TM; i++) {
     L.push(`      let a${i} = textureLoad(tw, vec2<u32>(kq, m${i}), 0);`);
   }
@@ -171,10 +162,10 @@ export function convTexForward(
   const T = wgslType(x.dtype);
   const hdr = header(x.dtype);
   const cq = Math.ceil(g.c / 4);
-  const kx = gpu.kernel("conv2d_tex_pack_x", T, () => packXShader(T, hdr));
   const kw = gpu.kernel("conv2d_tex_pack_w", T, () => packWShader(T, hdr));
   const kg = gpu.kernel("conv2d_tex", `${T}|${!!bias}`, () => gemmShader(T, hdr, !!bias));
-  const texX = acquireTexture(gpu, "3d", g.w, g.h, g.n * cq);
+  // x is packed by the backward's activation pack (f32 through a staging texture, see there).
+  const texX = packAct(x, g.n, g.c, g.h, g.w);
   const kq = g.kh * g.kw * cq;
   const texW = acquireTexture(gpu, "2d", kq, g.o, 1);
   const u = packUniforms([
@@ -194,11 +185,6 @@ export function convTexForward(
     0,
     0,
     0,
-  ]);
-  gpu.dispatch(kx, [x.buffer, texX.view], u, [
-    Math.ceil(g.w / PACK_WG),
-    Math.ceil(g.h / PACK_WG),
-    g.n * cq,
   ]);
   gpu.dispatch(kw, [w.buffer, texW.view], u, [Math.ceil(kq / PACK_WG), Math.ceil(g.o / PACK_WG)]);
   const P = g.n * g.oh * g.ow;

@@ -224,8 +224,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
       let cy${j} = u32(clamp(yy${j}, 0, i32(u.OH) - 1));
       let cx${j} = u32(clamp(xx${j}, 0, i32(u.OW) - 1));`);
   }
-  L.push(`      for (var oq = 0u; oq < u.OQ; oq++) {
-        let kq = r * u.OQ + oq;`);
+  // kq from r * OQ (r is a per-workgroup value), not oq from the constant 0: lavapipe (Mesa 22)
+  // specialises the uniform bound of a constant-start loop at each dispatch and can end up
+  // recompiling per dispatch.
+  L.push(`      let kqBase = r * u.OQ;
+      for (var kq = kqBase; kq < kqBase + u.OQ; kq++) {
+        let oq = kq - kqBase;`);
   for (let i = 0; i < TM; i++) {
     L.push(`        let a${i} = textureLoad(tw, vec2<u32>(kq, m${i}), 0);`);
   }
@@ -287,7 +291,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   for (let o = 0; o < TO; o++) {
     for (let b = 0; b < CQN; b++) L.push(`  var acc${o}_${b} = vec4<f32>(0.0);`);
   }
-  L.push(`  let rowA = ks * u.RPS;
+  L.push(`  let oxBase = wid.y;
+  let rowA = ks * u.RPS;
   let rowB = min(rowA + u.RPS, u.N * u.OH);
   for (var row = rowA; row < rowB; row++) {
     let n = row / u.OH;
@@ -297,7 +302,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let cy = u32(clamp(iy, 0, i32(u.H) - 1));
     let zd = n * u.OQ;
     let zx = n * u.CQ;
-    for (var ox = 0u; ox < u.OW; ox++) {
+    // From a per-workgroup base, not the constant 0 (see the dx kernel).
+    for (var oxPos = oxBase; oxPos < oxBase + u.OW; oxPos++) {
+      let ox = oxPos - oxBase;
       let ix = i32(ox * u.S) + kx;
       let ok = select(0.0, 1.0, yok && ix >= 0 && ix < i32(u.W));
       let cx = u32(clamp(ix, 0, i32(u.W) - 1));`);
@@ -345,7 +352,8 @@ fn main(${GRID_ARGS}) {
   let i = ${linearIndex(SUM_WG)};
   if (i >= u.M) { return; }
   var acc = 0.0;
-  for (var k = 0u; k < u.KS; k++) { acc += part[k * u.M + i]; }
+  // Walks the partials' offsets (not k from the constant 0, see the dx kernel).
+  for (var j = i; j < u.KS * u.M; j += u.M) { acc += part[j]; }
   dst[i] = ${T}(acc);
 }`;
 }
@@ -362,8 +370,11 @@ function stagingWidth(t: Tensor, texels: number): number {
   return 0;
 }
 
-/** Packs an NCHW activation into a (W, H, N*ceil(C/4)) texture. */
-function packAct(t: Tensor, n: number, c: number, h: number, w: number): PooledTexture {
+/**
+ * Packs an NCHW activation into a (W, H, N*ceil(C/4)) texture (also the forward's x operand, see
+ * conv2d_tex.ts); the caller releases it.
+ */
+export function packAct(t: Tensor, n: number, c: number, h: number, w: number): PooledTexture {
   const gpu = t.gpu;
   const T = wgslType(t.dtype);
   const v4 = (h * w) % 4 === 0;

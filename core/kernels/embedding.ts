@@ -62,13 +62,18 @@ struct U { n: u32, d: u32, m: u32 };
 @group(0) @binding(2) var<storage, read> g: array<${T}>;
 @group(0) @binding(3) var<storage, read_write> gw: array<${T}>;
 @compute @workgroup_size(${WG})
-fn main(${GRID_ARGS}) {
+fn main(${GRID_ARGS}, @builtin(workgroup_id) wid: vec3<u32>) {
   let i = ${linearIndex(WG)};
   if (i >= u.n) { return; }
   let v = i32(i / u.d);
   let d = i % u.d;
   var acc = 0.0;
-  for (var p = 0u; p < u.m; p++) {
+  // Positions counted from a per-workgroup base, not the constant 0: lavapipe (Mesa 22)
+  // specialises the uniform bound of a constant-start loop at each dispatch and can end up
+  // recompiling per dispatch.
+  let pBase = wid.x;
+  for (var pPos = pBase; pPos < pBase + u.m; pPos++) {
+    let p = pPos - pBase;
     if (ids[p] == v) { acc += f32(g[p * u.d + d]); }
   }
   gw[i] = ${T}(acc);

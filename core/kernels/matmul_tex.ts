@@ -113,7 +113,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
   for (let i = 0; i < TM; i++) {
     for (let v = 0; v < NV; v++) L.push(`  var acc${i}_${v} = vec4<f32>(0.0);`);
   }
-  L.push(`  for (var kq = 0u; kq < u.KQ; kq++) {
+  // kq counts from a per-workgroup base, not the constant 0: lavapipe (Mesa 22) specialises the
+  // uniform bound of a constant-start loop at each dispatch and can end up recompiling per dispatch.
+  L.push(`  let kqBase = wid.y;
+  for (var kqPos = kqBase; kqPos < kqBase + u.KQ; kqPos++) {
+    let kq = kqPos - kqBase;
     let k0 = kq * 4u;`);
   for (let i = 0; i < TM; i++) {
     L.push(`    let a${i} = textureLoad(ta, vec2<u32>(kq, m${i}), layA, 0);`);

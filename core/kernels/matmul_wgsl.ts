@@ -118,22 +118,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     return s.join("\n");
   };
   const loadA4 = ops.loadA4;
+  // The K loops count kPos over [kBase, kBase + K) (kBase a per-workgroup value, k = kPos - kBase),
+  // not k from the constant 0: lavapipe (Mesa 22) specialises a constant-start loop's uniform bound
+  // to its value at each dispatch, and once that unrolled the loop (e.g. K = 8 on the first
+  // dispatch) it recompiles the shader at every dispatch (~100 ms each).
+  L.push(`  let kBase = wid.x;
+  let kLim = kBase + K;`);
   if (loadA4) {
     // A read as vec4 along k: one load feeds four k steps.
-    L.push(`  for (var k = 0u; k < K; k += 4u) {`);
+    L.push(`  for (var kPos = kBase; kPos < kLim; kPos += 4u) {
+    let k = kPos - kBase;`);
     for (let i = 0; i < tm; i++) L.push(`    let av${i} = vec4<f32>(${loadA4(i, "k")});`);
     for (let q = 0; q < 4; q++) {
       L.push(`   {\n    let kk = k + ${q}u;\n${body("kk", (i) => `av${i}[${q}]`)}\n   }`);
     }
     L.push(`  }`);
   } else {
-    L.push(`  let kMain = K - K % ${uk}u;
-  var k = 0u;
-  for (; k < kMain; k += ${uk}u) {`);
+    L.push(`  let kMain = kLim - K % ${uk}u;
+  var kPos = kBase;
+  for (; kPos < kMain; kPos += ${uk}u) {
+    let k = kPos - kBase;`);
     for (let q = 0; q < uk; q++) L.push(`   {\n    let kk = k + ${q}u;\n${body("kk")}\n   }`);
     L.push(`  }
-  for (; k < K; k++) {
-    let kk = k;
+  for (; kPos < kLim; kPos++) {
+    let kk = kPos - kBase;
 ${body("kk")}
   }`);
   }

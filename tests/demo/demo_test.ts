@@ -16,7 +16,16 @@ Deno.test({
     const out = await Deno.makeTempDir({ prefix: "reflow_demo_" });
     try {
       const r = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", join(ROOT, "scripts/demo.ts"), "--quick", "--out", out],
+        args: [
+          "run",
+          "-A",
+          join(ROOT, "scripts/demo.ts"),
+          "--quick",
+          "--out",
+          out,
+          "--save_student",
+          join(out, "saved_student"),
+        ],
         cwd: ROOT,
         stdout: "piped",
         stderr: "piped",
@@ -63,6 +72,15 @@ Deno.test({
       ) {
         await Deno.stat(join(out, f));
       }
+      // --save_student: a diffusers UNet folder with the run's EMA weights, byte for byte.
+      const saved = join(out, "saved_student");
+      const cfg = JSON.parse(await Deno.readTextFile(join(saved, "config.json")));
+      assert.equal(cfg._class_name, "UNet2DConditionModel");
+      const ema = await Deno.readFile(join(out, "train/checkpoints/score_model_s4.safetensors"));
+      assert.deepEqual(
+        await Deno.readFile(join(saved, "diffusion_pytorch_model.safetensors")),
+        ema,
+      );
     } finally {
       await Deno.remove(out, { recursive: true }).catch(() => {});
     }

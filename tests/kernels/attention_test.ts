@@ -59,6 +59,7 @@ const cases: Case[] = [
   { b: 1, lq: 5, lk: 7, h: 1, d: 8 },
   { b: 2, lq: 37, lk: 77, h: 3, d: 40 },
   { b: 1, lq: 9, lk: 1, h: 2, d: 16 },
+  { b: 2, lq: 1, lk: 6, h: 2, d: 4 }, // one query row: dk/dv walk a single query tile
   { b: 2, lq: 70, lk: 70, h: 2, d: 10 }, // D not a multiple of 4, L past one 64-row workgroup
   { b: 1, lq: 3, lk: 33, h: 1, d: 160 },
   { b: 1, lq: 6, lk: 5, h: 2, d: 8, scale: 0.9 },

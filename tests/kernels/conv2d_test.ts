@@ -84,6 +84,44 @@ Deno.test("conv2d f16 storage", async () => {
   }
 });
 
+// The texture forward packs x with the backward's activation pack: an f32 x with H*W a multiple of 4
+// through a staging texture (when its buffer holds whole staging rows), else vec4 storage loads, or
+// one texel per invocation when H*W is not a multiple of 4. Channel counts leave padded quads.
+const forwardPackCases = [
+  { what: "through a staging texture", x: [2, 5, 16, 16], staged: true },
+  { what: "by vec4 loads (buffer too small to stage)", x: [2, 5, 6, 6], staged: false },
+  { what: "per texel (H*W odd)", x: [3, 6, 5, 5], staged: false },
+  { what: "single image, 1 channel, staged", x: [1, 1, 32, 32], staged: true },
+];
+for (const c of forwardPackCases) {
+  Deno.test(`conv2d texture forward, x packed ${c.what}`, async () => {
+    const gpu = await testGpu();
+    const ws = [3, c.x[1], 3, 3];
+    const numel = (s: number[]) => s.reduce((a, b) => a * b, 1);
+    const x = Tensor.from(gpu, Float32Array.from(rand(numel(c.x), 41)), c.x);
+    const w = Tensor.from(gpu, Float32Array.from(rand(numel(ws), 42)), ws);
+    const xv = Float64Array.from(await x.toF32()), wv = Float64Array.from(await w.toF32());
+    let copies = 0;
+    const orig = gpu.copyToTexture;
+    gpu.copyToTexture = function (...args) {
+      copies++;
+      return orig.apply(this, args);
+    };
+    try {
+      for (const s of [1, 2]) {
+        const y = conv2d(x, w, undefined, { stride: s, padding: 1, path: "texture" });
+        assertClose(await y.toF32(), refConv(xv, c.x, wv, ws, s, 1), 1e-5, `stride ${s}`);
+        y.dispose();
+      }
+    } finally {
+      gpu.copyToTexture = orig;
+    }
+    assert.equal(copies > 0, c.staged, `staging copies: ${copies}`);
+    x.dispose();
+    w.dispose();
+  });
+}
+
 Deno.test("conv2d shape errors name the op and shapes", async () => {
   const gpu = await testGpu();
   const x = Tensor.from(gpu, new Float32Array(2 * 3 * 4 * 4), [2, 3, 4, 4]);

@@ -16,6 +16,7 @@ const CASES: { V: number; D: number; ids: number[]; shape: number[] }[] = [
   { V: 5, D: 3, ids: [0, 4, 4, 2], shape: [4] },
   { V: 37, D: 19, ids: [3, 3, 3, 36, 0, 7, 3, 11, 0, 12, 30, 5], shape: [2, 6] },
   { V: 300, D: 260, ids: [299, 1, 1, 150, 299, 2, 1], shape: [7] },
+  { V: 4, D: 5, ids: [2], shape: [1] }, // a single position: one pass of the backward's loop
 ];
 
 for (const c of CASES) {
