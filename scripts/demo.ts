@@ -1,7 +1,7 @@
 /**
  * `deno task demo [--quick] [--out out/demo] [--pairs N] [--train_steps N] [--teacher DIR]
  *  [--student FILE] [--student_init fresh|teacher] [--batch_size N] [--lr LR]
- *  [--save_student DIR]`
+ *  [--save_student DIR] [--resume]`
  *
  * The whole reflow pipeline on the tiny teacher shipped in `models/tiny_teacher`, end to end on
  * any machine: generate -> data2lmdb -> train (reflow; the student starts fresh by default, or
@@ -27,6 +27,7 @@ async function main(): Promise<void> {
       batch_size: { type: "string" },
       lr: { type: "string" },
       save_student: { type: "string" },
+      resume: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -34,7 +35,8 @@ async function main(): Promise<void> {
     console.log(
       "usage: deno task demo [--quick] [--out DIR] [--pairs N] [--train_steps N] " +
         "[--teacher DIR] [--student FILE] [--student_init fresh|teacher] [--batch_size N] [--lr LR]\n" +
-        "  [--save_student DIR]   also save the trained student as a diffusers UNet folder",
+        "  [--save_student DIR]   also save the trained student as a diffusers UNet folder\n" +
+        "  [--resume]             keep the pairs an interrupted run with the same settings made",
     );
     return;
   }
@@ -54,6 +56,7 @@ async function main(): Promise<void> {
     o.lr = Number(values.lr);
     if (!(o.lr > 0)) throw new Error(`--lr must be a number > 0, got "${values.lr}"`);
   }
+  o.resume = values.resume;
   if (values.save_student) o.saveStudent = values.save_student;
   if (values.teacher) o.teacher = values.teacher;
   if (values.student) o.shippedStudent = values.student;

@@ -63,6 +63,11 @@ export interface DemoOptions {
    * carry their timestep orientation), e.g. to ship it as `models/tiny_student/unet`; null: not saved.
    */
   saveStudent?: string | null;
+  /**
+   * Keep the pairs an earlier (interrupted) run of the same settings generated into `out` and
+   * generate only the missing ones (generate's resume); default: generate everything anew.
+   */
+  resume?: boolean;
   /** Training pairs the teacher generates. */
   pairs: number;
   /** Reflow training steps. */
@@ -99,7 +104,7 @@ export function demoOptions(quick: boolean, out = "out/demo"): DemoOptions {
     batchSize: quick ? 4 : 8,
     lr: 1e-3,
     prompts: quick ? DEMO_PROMPTS.slice(0, 4) : DEMO_PROMPTS,
-    samplesPerPrompt: quick ? 1 : 2,
+    samplesPerPrompt: quick ? 1 : 4,
     inferSteps: 25,
     guidanceScale: 4,
     seed: 2333,
@@ -164,6 +169,13 @@ export async function runDemo(o: DemoOptions): Promise<Record<string, unknown>> 
   await Deno.writeTextFile(captionsFile, allCaptions().join("\n") + "\n");
   await Deno.writeTextFile(promptsFile, o.prompts.join("\n") + "\n");
   const nEval = o.prompts.length * o.samplesPerPrompt;
+  // The train job's eval loss takes whole batches from the evaluation pairs.
+  if (nEval < o.batchSize) {
+    throw new Error(
+      `demo: ${nEval} evaluation pairs (${o.prompts.length} prompts x ${o.samplesPerPrompt}) are ` +
+        `fewer than one training batch of ${o.batchSize}; use a smaller --batch_size`,
+    );
+  }
   const generateArgs = (file: string, root: string, total: number, seed: number) => [
     `--config.model_dir=${teacher}`,
     `--config.captions_file=${file}`,
@@ -172,9 +184,9 @@ export async function runDemo(o: DemoOptions): Promise<Record<string, unknown>> 
     `--config.seed=${seed}`,
     `--config.infer_steps=${o.inferSteps}`,
     `--config.guidance_scale=${o.guidanceScale}`,
-    `--config.bs=16`,
+    `--config.bs=32`,
     `--config.dtype=fp32`,
-    `--config.overwrite=true`,
+    `--config.overwrite=${!o.resume}`,
   ];
   await stage(1, "generate", async () => {
     await job("generate", generateArgs(captionsFile, trainRoot, o.pairs, o.seed));

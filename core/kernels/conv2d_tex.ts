@@ -66,6 +66,67 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 }`;
 }
 
+/** How {@link tapGemmWgsl} reads one tap. */
+export interface TapGemm {
+  /** Invocation tile: output rows (texels of `tw` at rows m0..) and pixels (b0..). */
+  tm: number;
+  np: number;
+  /** WGSL i32 row/column of pixel j's activation texel at this tap (may be out of range). */
+  y: (j: number) => string;
+  x: (j: number) => string;
+  /** WGSL u32 height and width of the activation texture, and its channel quads per image. */
+  h: string;
+  w: string;
+  quads: string;
+  /** Name of the 3-D activation texture; `tw` (2-D, texel (r * quads + q, m)) is the weight. */
+  act: string;
+}
+
+/**
+ * WGSL lines of one tap (r, a u32 in scope) of the texture implicit GEMM shared by the forward and
+ * dx kernels: the zero-padding mask and clamped coordinates of each pixel, fixed for all channel
+ * quads, then the walk over quads accumulating `tm` x `np` products in `acc{i}_{v}` (z{j}: pixel
+ * j's first texture layer).
+ */
+export function tapGemmWgsl(o: TapGemm): string[] {
+  const L: string[] = [];
+  for (let j = 0; j < o.np; j++) {
+    L.push(`    let yy${j} = ${o.y(j)};
+    let xx${j} = ${o.x(j)};
+    let ok${j} = select(0.0, 1.0, yy${j} >= 0 && yy${j} < i32(${o.h}) && xx${j} >= 0 && xx${j} < i32(${o.w}));
+    let cy${j} = u32(clamp(yy${j}, 0, i32(${o.h}) - 1));
+    let cx${j} = u32(clamp(xx${j}, 0, i32(${o.w}) - 1));`);
+  }
+  // kq counts from r * quads (a per-workgroup value), not from the constant 0: lavapipe (Mesa 22)
+  // specialises the uniform bound of a constant-start loop at each dispatch and can end up
+  // recompiling per dispatch.
+  L.push(`    let kqBase = r * ${o.quads};
+    for (var kq = kqBase; kq < kqBase + ${o.quads}; kq++) {
+      let q4 = kq - kqBase;`);
+  for (let i = 0; i < o.tm; i++) {
+    L.push(`      let a${i} = textureLoad(tw, vec2<u32>(kq, m${i}), 0);`);
+  }
+  for (let j = 0; j < o.np; j++) {
+    L.push(
+      `      let b${j} = textureLoad(${o.act}, vec3<u32>(cx${j}, cy${j}, z${j} + q4), 0) * ok${j};`,
+    );
+  }
+  for (let q = 0; q < 4; q++) {
+    const c = "xyzw"[q];
+    for (let v = 0; v < o.np / 4; v++) {
+      const js = [0, 1, 2, 3].map((t) => `b${4 * v + t}.${c}`).join(", ");
+      L.push(`      let bq${q}_${v} = vec4<f32>(${js});`);
+    }
+    for (let i = 0; i < o.tm; i++) {
+      for (let v = 0; v < o.np / 4; v++) {
+        L.push(`      acc${i}_${v} = fma(vec4<f32>(a${i}.${c}), bq${q}_${v}, acc${i}_${v});`);
+      }
+    }
+  }
+  L.push(`    }`);
+  return L;
+}
+
 function gemmShader(T: string, hdr: string, bias: boolean): string {
   const L: string[] = [];
   L.push(`${hdr}${U_DECL}
@@ -97,39 +158,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let r = rPos - rBase;
     let ky = i32(r / u.KW);
     let kx = i32(r % u.KW);`);
-  for (let j = 0; j < NP; j++) {
-    // Padding: the tap's mask and clamped coordinates are fixed for all channel quads.
-    L.push(`    let yy${j} = iy${j} + ky;
-    let xx${j} = ix${j} + kx;
-    let ok${j} = select(0.0, 1.0, yy${j} >= 0 && yy${j} < i32(u.H) && xx${j} >= 0 && xx${j} < i32(u.W));
-    let cy${j} = u32(clamp(yy${j}, 0, i32(u.H) - 1));
-    let cx${j} = u32(clamp(xx${j}, 0, i32(u.W) - 1));`);
-  }
-  L.push(`    let kqBase = r * u.CQ;
-    for (var kq = kqBase; kq < kqBase + u.CQ; kq++) {
-      let cq = kq - kqBase;`);
-  for (let i = 0; i < TM; i++) {
-    L.push(`      let a${i} = textureLoad(tw, vec2<u32>(kq, m${i}), 0);`);
-  }
-  for (let j = 0; j < NP; j++) {
-    L.push(
-      `      let b${j} = textureLoad(tx, vec3<u32>(cx${j}, cy${j}, z${j} + cq), 0) * ok${j};`,
-    );
-  }
-  for (let q = 0; q < 4; q++) {
-    const c = "xyzw"[q];
-    for (let v = 0; v < NP / 4; v++) {
-      const js = [0, 1, 2, 3].map((t) => `b${4 * v + t}.${c}`).join(", ");
-      L.push(`      let bq${q}_${v} = vec4<f32>(${js});`);
-    }
-    for (let i = 0; i < TM; i++) {
-      for (let v = 0; v < NP / 4; v++) {
-        L.push(`      acc${i}_${v} = fma(vec4<f32>(a${i}.${c}), bq${q}_${v}, acc${i}_${v});`);
-      }
-    }
-  }
-  L.push(`    }
-  }`);
+  L.push(
+    ...tapGemmWgsl({
+      tm: TM,
+      np: NP,
+      y: (j) => `iy${j} + ky`,
+      x: (j) => `ix${j} + kx`,
+      h: "u.H",
+      w: "u.W",
+      quads: "u.CQ",
+      act: "tx",
+    }),
+  );
+  L.push(`  }`);
   for (let i = 0; i < TM; i++) {
     L.push(`  if (row0 + ${i}u < u.O) {`);
     L.push(`    let o = row0 + ${i}u;`);

@@ -28,7 +28,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { acquireTexture, type PooledTexture, releaseTexture } from "../gpu/texture_pool.ts";
-import type { ConvGeo } from "./conv2d_tex.ts";
+import { type ConvGeo, tapGemmWgsl } from "./conv2d_tex.ts";
 import { grid1d, GRID_ARGS, header, linearIndex, packUniforms, wgslType } from "./common.ts";
 
 /** dx: channels x pixels per invocation, invocations per workgroup. */
@@ -216,42 +216,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let rrow = (ky0 + s * t) * u.KW;
     for (var v = 0u; v < ntx; v++) {
       let r = rrow + kx0 + s * v;`);
-  for (let j = 0; j < NP; j++) {
-    // The tap's dy mask and clamped coordinates are fixed for all channel quads.
-    L.push(`      let yy${j} = ty${j} - i32(t);
-      let xx${j} = tx${j} - i32(v);
-      let ok${j} = select(0.0, 1.0, yy${j} >= 0 && yy${j} < i32(u.OH) && xx${j} >= 0 && xx${j} < i32(u.OW));
-      let cy${j} = u32(clamp(yy${j}, 0, i32(u.OH) - 1));
-      let cx${j} = u32(clamp(xx${j}, 0, i32(u.OW) - 1));`);
-  }
-  // kq from r * OQ (r is a per-workgroup value), not oq from the constant 0: lavapipe (Mesa 22)
-  // specialises the uniform bound of a constant-start loop at each dispatch and can end up
-  // recompiling per dispatch.
-  L.push(`      let kqBase = r * u.OQ;
-      for (var kq = kqBase; kq < kqBase + u.OQ; kq++) {
-        let oq = kq - kqBase;`);
-  for (let i = 0; i < TM; i++) {
-    L.push(`        let a${i} = textureLoad(tw, vec2<u32>(kq, m${i}), 0);`);
-  }
-  for (let j = 0; j < NP; j++) {
-    L.push(
-      `        let b${j} = textureLoad(tdy, vec3<u32>(cx${j}, cy${j}, z${j} + oq), 0) * ok${j};`,
-    );
-  }
-  for (let q = 0; q < 4; q++) {
-    const c = "xyzw"[q];
-    for (let v = 0; v < NP / 4; v++) {
-      const js = [0, 1, 2, 3].map((t) => `b${4 * v + t}.${c}`).join(", ");
-      L.push(`        let bq${q}_${v} = vec4<f32>(${js});`);
-    }
-    for (let i = 0; i < TM; i++) {
-      for (let v = 0; v < NP / 4; v++) {
-        L.push(`        acc${i}_${v} = fma(vec4<f32>(a${i}.${c}), bq${q}_${v}, acc${i}_${v});`);
-      }
-    }
-  }
-  L.push(`      }
-    }
+  L.push(
+    ...tapGemmWgsl({
+      tm: TM,
+      np: NP,
+      y: (j) => `ty${j} - i32(t)`,
+      x: (j) => `tx${j} - i32(v)`,
+      h: "u.OH",
+      w: "u.OW",
+      quads: "u.OQ",
+      act: "tdy",
+    }),
+  );
+  L.push(`    }
   }`);
   for (let i = 0; i < TM; i++) {
     L.push(`  if (row0 + ${i}u < u.C) {
