@@ -11,6 +11,7 @@ import { measurePeak } from "../core/bench/peak.ts";
 import { BENCH_CASES } from "../core/bench/cases.ts";
 import { type BenchResult, formatTable, runCase } from "../core/bench/run.ts";
 import { benchUNet } from "../core/bench/bench_unet.ts";
+import { TEACHER_UNET_CONFIG } from "../core/demo/tiny_teacher.ts";
 import { benchGenerate } from "../core/pipeline/bench_generate.ts";
 import { benchTrain } from "../core/train/bench_train.ts";
 import { benchSample } from "../core/sample/bench_sample.ts";
@@ -102,6 +103,19 @@ async function runJobs(gpu: Gpu, quick: boolean): Promise<Record<string, unknown
   await step(
     "unet_small_32x32_f16",
     () => benchUNet(gpu, { reps: 1, dtype: "f16", train: false, name: "unet_small_f16" }),
+  );
+  // The demo's tiny teacher UNet (3x12x12 pixels, 8-token captions) at the demo's batch.
+  await step(
+    "unet_tiny_teacher_12x12",
+    () =>
+      benchUNet(gpu, {
+        config: TEACHER_UNET_CONFIG,
+        name: "unet_tiny_teacher",
+        batch: 16,
+        latent: 12,
+        contextLen: 8,
+        reps: quick ? 2 : 5,
+      }),
   );
   await step("generate", () => benchGenerate(quick ? { workers: [1] } : {}));
   await step("train", () => benchTrain({ gpu, workers: !quick, steps: quick ? 4 : 12 }));

@@ -59,16 +59,17 @@ export interface UNetBenchOptions {
 
 /** Times forward and (for f32) a full reflow training step's forward+backward. */
 export async function benchUNet(gpu: Gpu, o: UNetBenchOptions = {}): Promise<UNetBenchResult> {
-  const cfg = o.config ?? SMALL_UNET;
+  const cfg: Record<string, unknown> = o.config ?? SMALL_UNET;
   const B = o.batch ?? 2, S = o.latent ?? 32, L = o.contextLen ?? 77;
   const cross = cfg.cross_attention_dim as number;
+  const C = (cfg.in_channels as number | undefined) ?? 4;
   const unet = UNet2DConditionModel.create(gpu, cfg, 1);
   const dtype = o.dtype ?? "f32";
   if (dtype === "f16") unet.requiresGrad(false).toDtype("f16");
   unet.checkpointing.on = o.checkpointing ?? false;
-  const x = randomNormal(gpu, [B, 4, S, S], { seed: 1 });
+  const x = randomNormal(gpu, [B, C, S, S], { seed: 1 });
   const ctx = randomNormal(gpu, [B, L, cross], { seed: 2 });
-  const target = randomNormal(gpu, [B, 4, S, S], { seed: 3 });
+  const target = randomNormal(gpu, [B, C, S, S], { seed: 3 });
   const t = Tensor.from(gpu, Array.from({ length: B }, (_, i) => 999 - 300 * i), [B]);
   const reps = o.reps ?? 2;
   const time = async (fn: () => void): Promise<{ ms: number; peak: number }> => {
