@@ -11,9 +11,9 @@ import { GpuError } from "../gpu/errors.ts";
 import { record, save } from "../tensor/autograd.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import type { DType } from "../tensor/tensor.ts";
-import { checkArgs, packUniforms, sameDtype, wgslType } from "./common.ts";
+import { checkArgs, sameDtype, wgslType } from "./common.ts";
 import { sumTo } from "./reduce.ts";
-import { type ConvGeo, convTexFits, convTexForward } from "./conv2d_tex.ts";
+import { type ConvGeo, convTexFits, convTexForward, convUniforms } from "./conv2d_tex.ts";
 import { convTexBackward, convTexBackwardFits } from "./conv2d_tex_backward.ts";
 import {
   type GemmOperands,
@@ -77,24 +77,7 @@ struct U { N: u32, C: u32, H: u32, W: u32, O: u32, OH: u32, OW: u32, KH: u32,
 @group(0) @binding(0) var<uniform> u: U;`;
 
 function uniforms(g: Geo, gm: number, gn: number, gk: number): Uint32Array {
-  return packUniforms([
-    g.n,
-    g.c,
-    g.h,
-    g.w,
-    g.o,
-    g.oh,
-    g.ow,
-    g.kh,
-    g.kw,
-    g.s,
-    g.p,
-    gm,
-    gn,
-    gk,
-    0,
-    0,
-  ]);
+  return convUniforms(g, [gm, gn, gk]);
 }
 
 type Mode = "fwd" | "dx" | "dw";

@@ -32,6 +32,16 @@ export interface ConvGeo {
   p: number;
 }
 
+/**
+ * The uniforms every conv kernel starts with (N, C, H, W, O, OH, OW, KH, KW, S, P), then `extra`
+ * (the kernel's own fields), zero-padded to 16 words.
+ */
+export function convUniforms(g: ConvGeo, extra: number[]): Uint32Array {
+  const head = [g.n, g.c, g.h, g.w, g.o, g.oh, g.ow, g.kh, g.kw, g.s, g.p, ...extra];
+  if (head.length > 16) throw new Error("convUniforms: more than 16 words");
+  return packUniforms([...head, ...new Array(16 - head.length).fill(0)]);
+}
+
 /** Whether the packed operands fit the device's texture limits. */
 export function convTexFits(gpu: Gpu, g: ConvGeo): boolean {
   const l = gpu.limits;
@@ -209,24 +219,7 @@ export function convTexForward(
   const texX = packAct(x, g.n, g.c, g.h, g.w);
   const kq = g.kh * g.kw * cq;
   const texW = acquireTexture(gpu, "2d", kq, g.o, 1);
-  const u = packUniforms([
-    g.n,
-    g.c,
-    g.h,
-    g.w,
-    g.o,
-    g.oh,
-    g.ow,
-    g.kh,
-    g.kw,
-    g.s,
-    g.p,
-    cq,
-    0,
-    0,
-    0,
-    0,
-  ]);
+  const u = convUniforms(g, [cq]);
   gpu.dispatch(kw, [w.buffer, texW.view], u, [Math.ceil(kq / PACK_WG), Math.ceil(g.o / PACK_WG)]);
   const P = g.n * g.oh * g.ow;
   gpu.dispatch(

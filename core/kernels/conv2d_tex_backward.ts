@@ -28,7 +28,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { acquireTexture, type PooledTexture, releaseTexture } from "../gpu/texture_pool.ts";
-import { type ConvGeo, tapGemmWgsl } from "./conv2d_tex.ts";
+import { type ConvGeo, convUniforms, tapGemmWgsl } from "./conv2d_tex.ts";
 import { grid1d, GRID_ARGS, header, linearIndex, packUniforms, wgslType } from "./common.ts";
 
 /** dx: channels x pixels per invocation, invocations per workgroup. */
@@ -73,24 +73,7 @@ export function convTexBackwardFits(gpu: Gpu, g: ConvGeo): boolean {
 }
 
 function uniforms(g: ConvGeo, ks = 1, rps = 0, ncol = 0): Uint32Array {
-  return packUniforms([
-    g.n,
-    g.c,
-    g.h,
-    g.w,
-    g.o,
-    g.oh,
-    g.ow,
-    g.kh,
-    g.kw,
-    g.s,
-    g.p,
-    Math.ceil(g.c / 4),
-    Math.ceil(g.o / 4),
-    ks,
-    rps,
-    ncol,
-  ]);
+  return convUniforms(g, [Math.ceil(g.c / 4), Math.ceil(g.o / 4), ks, rps, ncol]);
 }
 
 /**
