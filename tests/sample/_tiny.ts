@@ -16,23 +16,15 @@ import { pairPaths, writePairNpy } from "../../core/data/pair_store.ts";
 import { f32ToF16Bits } from "../../core/io/half.ts";
 import { philoxNormal } from "../../core/tensor/philox.ts";
 import { getConfig, type SampleConfig } from "../../configs/sample.ts";
+import { TINY_BENCH_UNET } from "../../core/bench/tiny_setup.ts";
 
 const FIXTURES = new URL("../fixtures/", import.meta.url).pathname;
 
-/** The tiny UNet's config.json. */
+/** The tiny UNet's config.json: the job benchmarks' tiny UNet, with its mid block named. */
 export const TINY_UNET_CONFIG = {
   _class_name: "UNet2DConditionModel",
-  sample_size: 8,
-  in_channels: 4,
-  out_channels: 4,
-  down_block_types: ["CrossAttnDownBlock2D", "DownBlock2D"],
+  ...TINY_BENCH_UNET,
   mid_block_type: "UNetMidBlock2DCrossAttn",
-  up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D"],
-  block_out_channels: [32, 64],
-  layers_per_block: 1,
-  norm_num_groups: 8,
-  cross_attention_dim: 32,
-  attention_head_dim: 4,
 };
 
 const TINY_CLIP_CONFIG = {
