@@ -3,7 +3,8 @@
 #   bash scripts/setup.sh demo    the whole pipeline on the tiny model shipped in the repository
 #   bash scripts/setup.sh test    the test suite
 # Installs Deno 2.9.6 from npm into .tools/ when the PATH has no Deno 2.9.6, and Mesa's lavapipe
-# (apt-get install mesa-vulkan-drivers; needs root) when Deno finds no WebGPU adapter.
+# (apt-get install mesa-vulkan-drivers; needs root) when Deno finds no WebGPU adapter or only one
+# that cannot run every kernel path (e.g. Mesa's OpenGL one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 task="${1:-test}"
@@ -25,16 +26,40 @@ if ! command -v deno >/dev/null || [[ "$(deno --version | head -1)" != "deno 2.9
 fi
 deno --version | head -1
 
-probe='const a = await navigator.gpu?.requestAdapter(); console.log(a ? "WebGPU adapter: " + a.info.description : "none");'
-if ! deno eval "$probe" 2>/dev/null | grep -q '^WebGPU adapter:'; then
-  echo "no WebGPU adapter: installing Mesa's software Vulkan driver (mesa-vulkan-drivers)"
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "need root for apt-get; run: sudo apt-get install mesa-vulkan-drivers" >&2
-    exit 1
+# The adapter is judged by what it can do (scripts/check_adapter.ts runs tiny kernels), not by its
+# name: Mesa's OpenGL driver (libgl1-mesa-dri) also yields an adapter called "llvmpipe", but wgpu's
+# GL backend cannot run the texture-operand kernels and has no shader-f16. Mesa's Vulkan driver
+# (lavapipe) runs every path, so it is installed when the adapter found lacks one of them.
+check_adapter() { deno run -A scripts/check_adapter.ts --require texture,f16 2>/dev/null; }
+set +e
+adapter="$(check_adapter)"
+status=$?
+set -e
+if [ "$status" -ne 0 ]; then
+  echo "$adapter"
+  if dpkg -s mesa-vulkan-drivers >/dev/null 2>&1; then
+    echo "mesa-vulkan-drivers is installed already; not reinstalling"
+  elif [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    echo "to run every kernel path on the CPU, install Mesa's Vulkan driver as root:" \
+      "apt-get install mesa-vulkan-drivers" >&2
+  else
+    echo "installing Mesa's software Vulkan driver (mesa-vulkan-drivers)"
+    apt-get update -qq && apt-get install -y -qq mesa-vulkan-drivers >/dev/null
   fi
-  apt-get update -qq && apt-get install -y -qq mesa-vulkan-drivers >/dev/null
+  set +e
+  adapter="$(check_adapter)"
+  status=$?
+  set -e
 fi
-deno eval "$probe" 2>/dev/null
+echo "$adapter"
+# No adapter at all is fatal; a weaker one runs the storage kernels, unless the caller (CI) says
+# which paths it requires: REFLOW_REQUIRE_PATHS=texture,f16.
+if [ "$status" -eq 3 ]; then exit 1; fi
+if [ -n "${REFLOW_REQUIRE_PATHS:-}" ] &&
+  ! deno run -A scripts/check_adapter.ts --require "$REFLOW_REQUIRE_PATHS" 2>/dev/null >/dev/null; then
+  echo "the adapter lacks a path in REFLOW_REQUIRE_PATHS=$REFLOW_REQUIRE_PATHS" >&2
+  exit 1
+fi
 # numpy and lmdb for Python only serve interoperability tests, which skip without them.
 if [ "$task" = test ] && ! /usr/bin/python3 -c "import numpy, lmdb" 2>/dev/null && [ "$(id -u)" -eq 0 ]; then
   apt-get install -y -qq python3-numpy python3-lmdb >/dev/null 2>&1 ||

@@ -6,8 +6,15 @@
  */
 import { BufferPool } from "./pool.ts";
 import { GpuError } from "./errors.ts";
+import {
+  type CapsOverrides,
+  type GpuCaps,
+  overridesFromEnv,
+  probeCapabilities,
+} from "./capabilities.ts";
 
 export { GpuError };
+export type { GpuCaps };
 
 /** Storage usage of every tensor buffer: kernels read and write it, uploads and read-backs copy it. */
 export const STORAGE_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC |
@@ -22,7 +29,18 @@ export interface GpuOptions {
   /** Use f16 storage where the adapter has `shader-f16` (default true). */
   allowF16?: boolean;
   powerPreference?: GPUPowerPreference;
+  /**
+   * Kernel paths to switch off whatever the adapter can do (`{ textureOperands: false }` runs the
+   * storage-buffer kernels only). The environment variable `REFLOW_GPU_PATHS=no-texture,no-f16`
+   * does the same for a whole process.
+   */
+  paths?: CapsOverrides;
 }
+
+/** How to get an adapter that runs every path, for error messages. */
+const GET_CAPABLE_ADAPTER = "Install your GPU's Vulkan/Metal/D3D12 driver, or on a CPU-only " +
+  "Linux machine Mesa's software Vulkan driver (`apt-get install mesa-vulkan-drivers`; " +
+  "`bash scripts/setup.sh` does it).";
 
 /** A compiled compute kernel: its pipeline and the name errors are reported under. */
 export interface Kernel {
@@ -39,6 +57,11 @@ export class Gpu {
   readonly pool: BufferPool;
   readonly hasF16: boolean;
   readonly hasTimestamps: boolean;
+  /**
+   * What the adapter proved it can do at {@link Gpu.open} (see capabilities.ts); kernels route on
+   * it: storage-buffer paths where texture operands fail, f32 where f16 does.
+   */
+  readonly caps: GpuCaps;
   /** Count of dispatches since creation, for benchmarks and tests. */
   dispatchCount = 0;
   private readonly pipelines = new Map<string, Kernel>();
@@ -59,8 +82,10 @@ export class Gpu {
     readonly device: GPUDevice,
     readonly info: GPUAdapterInfo,
     allowF16: boolean,
+    caps: GpuCaps,
   ) {
-    this.hasF16 = allowF16 && device.features.has("shader-f16");
+    this.caps = caps;
+    this.hasF16 = allowF16 && caps.f16;
     this.hasTimestamps = device.features.has("timestamp-query");
     this.pool = new BufferPool(device, STORAGE_USAGE);
     this.arenaBuffer = this.newArenaBuffer();
@@ -86,10 +111,7 @@ export class Gpu {
       powerPreference: opts.powerPreference ?? "high-performance",
     });
     if (!adapter) {
-      throw new GpuError(
-        "No WebGPU adapter found. Install your GPU's Vulkan/Metal/D3D12 drivers, or on a CPU-only " +
-          "Linux machine install Mesa's software Vulkan driver: `apt-get install mesa-vulkan-drivers`.",
-      );
+      throw new GpuError(`No WebGPU adapter found. ${GET_CAPABLE_ADAPTER}`);
     }
     const wanted: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
     const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
@@ -112,7 +134,17 @@ export class Gpu {
       ] as const
     ) requiredLimits[k] = adapter.limits[k];
     const device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
-    return new Gpu(adapter, device, adapter.info, opts.allowF16 ?? true);
+    const env = (globalThis as { Deno?: { env: { get(k: string): string | undefined } } }).Deno
+      ?.env.get("REFLOW_GPU_PATHS");
+    const caps = await probeCapabilities(device, { ...overridesFromEnv(env), ...opts.paths });
+    if (!caps.compute) {
+      device.destroy();
+      throw new GpuError(
+        `The WebGPU adapter '${adapter.info.description || "unknown"}' cannot run compute ` +
+          `kernels correctly (${caps.missing.join("; ")}). ${GET_CAPABLE_ADAPTER}`,
+      );
+    }
+    return new Gpu(adapter, device, adapter.info, opts.allowF16 ?? true, caps);
   }
 
   get limits(): GPUSupportedLimits {
@@ -123,16 +155,43 @@ export class Gpu {
   describe(): {
     description: string;
     vendor: string;
+    backend: string;
     fallback: boolean;
+    paths: { texture: boolean; f16: boolean };
+    missing: string[];
     features: string[];
   } {
     return {
       description: this.info.description || this.info.device || "unknown",
       vendor: this.info.vendor,
+      backend: backendOf(this.caps),
       fallback: (this.info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter ??
         false,
+      paths: { texture: this.caps.textureOperands, f16: this.hasF16 },
+      missing: this.caps.missing,
       features: [...this.device.features].sort(),
     };
+  }
+
+  /** One line naming the adapter, its backend and the kernel paths in use, for logs. */
+  summary(): string {
+    const d = this.describe();
+    const paths = [d.paths.texture ? "texture" : "storage-only", d.paths.f16 ? "f16" : "no f16"];
+    return `${d.description} (${d.backend}${d.fallback ? ", software" : ""}; ${paths.join(", ")})`;
+  }
+
+  /**
+   * Throws naming `op` when it is asked for the texture-operand path on an adapter without it;
+   * says whether the default (`path` undefined) may take that path.
+   */
+  texturePathAllowed(op: string, path: string | undefined): boolean {
+    if (path === "texture" && !this.caps.textureOperands) {
+      throw new GpuError(
+        `${op}: the texture path was asked for, but this adapter cannot use texture operands ` +
+          `(${this.caps.missing.join("; ")}). Leave the path unset to use the storage kernels.`,
+      );
+    }
+    return path !== "storage" && this.caps.textureOperands;
   }
 
   /**
@@ -395,6 +454,26 @@ export class Gpu {
     this.pool.trim();
     this.device.destroy();
   }
+}
+
+/**
+ * The graphics backend, as far as it can be known: Deno does not report it, so it is the forced one
+ * (`DENO_WEBGPU_BACKEND`) or inferred: on Linux wgpu offers Vulkan and GL, and only GL fails the
+ * texture probe.
+ */
+function backendOf(caps: GpuCaps): string {
+  const d = (globalThis as {
+    Deno?: { env: { get(k: string): string | undefined }; build: { os: string } };
+  }).Deno;
+  const forced = d?.env.get("DENO_WEBGPU_BACKEND");
+  if (forced) return forced;
+  if (!d) return "browser";
+  if (d.build.os === "linux") return caps.textureProbe ? "vulkan" : "gl (downlevel)";
+  return d.build.os === "darwin"
+    ? "metal"
+    : d.build.os === "windows"
+    ? "dx12 or vulkan"
+    : "unknown";
 }
 
 /** Timestamp queries around each dispatch, resolved at every submit and read at the end. */

@@ -406,15 +406,26 @@ function dims(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions): Dims {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ *
+ * const gpu = await Gpu.open();
  * // diffusers Attention: q = to_q(x), k = to_k(ctx), v = to_v(ctx), all [B, L, heads * dim_head]
- * const h = attention(q, k, v, { heads: 8 }); // [B, Lq, 8 * dim_head]
+ * const q = Tensor.from(gpu, Float32Array.from({ length: 3 * 8 }, (_, i) => Math.sin(i)), [1, 3, 8]);
+ * const k = Tensor.from(gpu, new Float32Array(5 * 8), [1, 5, 8]); // equal keys: equal weights
+ * const v = Tensor.from(gpu, Float32Array.from({ length: 5 * 8 }, (_, i) => i), [1, 5, 8]);
+ * const h = attention(q, k, v, { heads: 2 }); // [B, Lq, 2 * dim_head] = [1, 3, 8]
+ * const out = await h.toF32(); // every query gets the mean of the 5 value rows: 16, 17, ..., 23
+ * assert.ok(out.every((o, i) => Math.abs(o - (16 + (i % 8))) < 1e-4));
  * ```
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions): Tensor {
   checkArgs("attention", [q, k, v], ["f32", "f16"]);
   sameDtype("attention", [q, k, v]);
   const d = dims(q, k, v, opts);
-  const fits = attentionTexFits(q.gpu, d);
+  const allowed = q.gpu.texturePathAllowed("attention", opts.path);
+  const fits = allowed && attentionTexFits(q.gpu, d);
   if (opts.path === "texture" && !fits) {
     throw new GpuError(
       `attention: texture path does not fit the texture limits (q [${q.shape}], k [${k.shape}], heads ${d.h})`,

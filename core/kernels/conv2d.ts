@@ -8,6 +8,7 @@
  * conv2d_tex_backward.ts) when the operands fit the texture limits; `path: "storage"` forces these.
  */
 import { GpuError } from "../gpu/errors.ts";
+import type { Gpu } from "../gpu/device.ts";
 import { record, save } from "../tensor/autograd.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import type { DType } from "../tensor/tensor.ts";
@@ -220,9 +221,9 @@ function run(
   gpu.dispatch(kern, [...bufs, out.buffer], uniforms(g, gm, gn, gk), [gx, gy, 1]);
 }
 
-/** Whether `o` asks for (or defaults to) the texture path. */
-function wantsTexture(o: Conv2dOptions): boolean {
-  return o.path === "texture" || (o.path === undefined && !o.tile);
+/** Whether `o` asks for (or defaults to) the texture path, and the adapter has it. */
+function wantsTexture(gpu: Gpu, o: Conv2dOptions): boolean {
+  return gpu.texturePathAllowed("conv2d", o.path) && (o.path === "texture" || !o.tile);
 }
 
 /** Forward convolution without autograd. */
@@ -232,7 +233,7 @@ export function conv2dRaw(x: Tensor, w: Tensor, bias?: Tensor, o: Conv2dOptions 
   const dt = sameDtype("conv2d", ts);
   const g = geometry(x, w, bias, o);
   const out = Tensor.empty(gpu, [g.n, g.o, g.oh, g.ow], dt);
-  if (wantsTexture(o) && convTexFits(gpu, g)) {
+  if (wantsTexture(gpu, o) && convTexFits(gpu, g)) {
     convTexForward(x, w, bias, out, g);
     return out;
   }
@@ -261,7 +262,7 @@ export function conv2dBackwardInput(
   const dt = sameDtype("conv2d_backward", [dy, w]);
   const g = geometry({ shape: xShape } as Tensor, w, undefined, o);
   const dx = Tensor.empty(dy.gpu, xShape, dt);
-  if (wantsTexture(o) && convTexBackwardFits(dy.gpu, g)) {
+  if (wantsTexture(dy.gpu, o) && convTexBackwardFits(dy.gpu, g)) {
     convTexBackward(dy, g, { w, dx });
     return dx;
   }
@@ -289,7 +290,7 @@ export function conv2dBackwardWeight(
   const dt = sameDtype("conv2d_backward", [dy, x]);
   const g = geometry(x, { shape: wShape } as Tensor, undefined, o);
   const dw = Tensor.empty(dy.gpu, wShape, dt);
-  if (wantsTexture(o) && convTexBackwardFits(dy.gpu, g)) {
+  if (wantsTexture(dy.gpu, o) && convTexBackwardFits(dy.gpu, g)) {
     convTexBackward(dy, g, { x, dw });
     return dw;
   }
@@ -316,7 +317,7 @@ export function conv2dBackward(
 ): [Tensor, Tensor] {
   const dt = sameDtype("conv2d_backward", [dy, x, w]);
   const g = geometry(x, w, undefined, o);
-  if (wantsTexture(o) && convTexBackwardFits(dy.gpu, g)) {
+  if (wantsTexture(dy.gpu, o) && convTexBackwardFits(dy.gpu, g)) {
     const dx = Tensor.empty(dy.gpu, x.shape, dt);
     const dw = Tensor.empty(dy.gpu, w.shape, dt);
     convTexBackward(dy, g, { x, w, dx, dw });
@@ -331,7 +332,19 @@ export function conv2dBackward(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ *
+ * const gpu = await Gpu.open();
+ * const x = Tensor.from(gpu, Float32Array.from({ length: 16 }, (_, i) => i), [1, 1, 4, 4]);
+ * const w = Tensor.from(gpu, new Float32Array(9).fill(1), [1, 1, 3, 3]); // a 3x3 box sum
+ * const b = Tensor.from(gpu, [0.5], [1]);
  * const y = conv2d(x, w, b, { stride: 1, padding: 1 }); // 3x3 "same" convolution
+ * assert.deepEqual(y.shape, [1, 1, 4, 4]);
+ * const out = await y.toF32(); // corner: 0 + 1 + 4 + 5 (+ zero padding); inner: 9 neighbours
+ * assert.equal(out[0], 10.5);
+ * assert.equal(out[5], 0 + 1 + 2 + 4 + 5 + 6 + 8 + 9 + 10 + 0.5);
  * ```
  */
 export function conv2d(x: Tensor, w: Tensor, bias?: Tensor, o: Conv2dOptions = {}): Tensor {

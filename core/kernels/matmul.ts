@@ -111,8 +111,8 @@ export function matmulRaw(a: Tensor, b: Tensor, o: MatmulOptions = {}): Tensor {
   const pad = [...Array(MAX_BATCH_RANK - batch.length).fill(1), ...batch];
   const aStrides = batchStrides(a.shape, batch, m * k);
   const bStrides = batchStrides(b.shape, batch, k * n);
-  const useTex = o.path === "texture" ||
-    (o.path === undefined && !o.tile && m * n * k >= TEX_MIN_WORK);
+  const useTex = gpu.texturePathAllowed("matmul", o.path) &&
+    (o.path === "texture" || (!o.tile && m * n * k >= TEX_MIN_WORK));
   if (useTex && k > 0 && texPathFits(gpu, m, n, k, nb)) {
     texGemm({
       a,
@@ -201,7 +201,16 @@ ${
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ *
+ * const gpu = await Gpu.open();
+ * const a = Tensor.from(gpu, [1, 2, 3, 4, 5, 6], [1, 2, 3]); // [B, M, K]
+ * const b = Tensor.from(gpu, [1, 0, 0, 0, 1, 1], [1, 2, 3]); // [B, N, K]
  * const c = matmul(a, b, { transB: true }); // a [B, M, K], b [B, N, K] -> c [B, M, N]
+ * assert.deepEqual(c.shape, [1, 2, 2]);
+ * assert.deepEqual([...await c.toF32()], [1, 5, 4, 11]);
  * ```
  */
 export function matmul(a: Tensor, b: Tensor, o: MatmulOptions = {}): Tensor {
@@ -251,7 +260,16 @@ function reduceBatch(full: Tensor, shape: readonly number[]): Tensor {
  *
  * @example
  * ```ts
- * const y = linear(x, weight, bias); // x [B, T, 320], weight [1280, 320] -> y [B, T, 1280]
+ * import assert from "node:assert/strict";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ *
+ * const gpu = await Gpu.open();
+ * const x = Tensor.from(gpu, [1, 2, 3], [1, 1, 3]); // [B, T, in]
+ * const weight = Tensor.from(gpu, [1, 1, 1, 0, 0, 2], [2, 3]); // [out, in]
+ * const bias = Tensor.from(gpu, [0.5, -1], [2]);
+ * const y = linear(x, weight, bias); // x [1, 1, 3], weight [2, 3] -> y [1, 1, 2]
+ * assert.deepEqual([...await y.toF32()], [6.5, 5]);
  * ```
  */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {

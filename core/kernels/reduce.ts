@@ -190,7 +190,7 @@ function viewSteps(
   let mode: Mode = "s";
   let lv = v;
   let tex: [number, number] | null = null;
-  if (o.path === "texture" || (o.path === undefined && t.texture)) {
+  if (gpu.texturePathAllowed("sum", o.path) && (o.path === "texture" || t.texture)) {
     tex = texExtent(gpu, n, dtype);
     if (tex && v.r2 % 4 === 0) {
       mode = "ti";

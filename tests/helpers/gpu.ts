@@ -13,6 +13,31 @@ export function testGpu(): Promise<Gpu> {
   return shared;
 }
 
+/**
+ * What the shared GPU can do, known when a test file is loaded so that tests needing a path are
+ * declared `ignore` (and reported as ignored) where the adapter lacks it, rather than passing
+ * without running.
+ */
+export const CAPS: { f16: boolean; texture: boolean } = await testGpu().then((g) => ({
+  f16: g.hasF16,
+  texture: g.caps.textureOperands,
+}));
+
+/** `Deno.test` options of a test that needs shader-f16. */
+export const NEEDS_F16 = { ignore: !CAPS.f16 };
+/** `Deno.test` options of a test that needs the texture-operand kernels. */
+export const NEEDS_TEXTURE = { ignore: !CAPS.texture };
+
+/** The kernel paths this adapter runs, for tests that loop over paths inside one test. */
+export const PATHS_HERE: ("storage" | "texture")[] = CAPS.texture
+  ? ["storage", "texture"]
+  : ["storage"];
+
+/** Whether a test of `dtype` on kernel `path` must be ignored on this adapter. */
+export function lacks(o: { dtype?: string; path?: string }): boolean {
+  return (o.dtype === "f16" && !CAPS.f16) || (o.path === "texture" && !CAPS.texture);
+}
+
 /** Deterministic uniform(-1, 1) numbers (mulberry32). */
 export function rand(n: number, seed = 1, lo = -1, hi = 1): Float64Array {
   let s = seed >>> 0;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { accumulate, checkOp, rand, testGpu } from "../helpers/gpu.ts";
+import { accumulate, checkOp, NEEDS_F16, rand, testGpu } from "../helpers/gpu.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 import { backward } from "../../core/tensor/autograd.ts";
 import { f16BitsToF32, f32ToF16Bits } from "../../core/io/half.ts";
@@ -8,9 +8,8 @@ import { cast } from "../../core/kernels/cast.ts";
 const roundF16 = (v: number) => f16BitsToF32(f32ToF16Bits(Float32Array.of(v)))[0];
 
 for (const shape of [[7], [3, 5, 17], [2, 300]]) {
-  Deno.test(`cast f32 -> f16 -> f32 [${shape}]`, async () => {
+  Deno.test(`cast f32 -> f16 -> f32 [${shape}]`, NEEDS_F16, async () => {
     const gpu = await testGpu();
-    if (!gpu.hasF16) return;
     await checkOp({
       shapes: [shape],
       gpu: ([x]) => {

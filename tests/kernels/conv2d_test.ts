@@ -1,5 +1,14 @@
 import assert from "node:assert/strict";
-import { assertClose, checkOp, rand, testGpu } from "../helpers/gpu.ts";
+import {
+  assertClose,
+  checkOp,
+  lacks,
+  NEEDS_F16,
+  NEEDS_TEXTURE,
+  PATHS_HERE,
+  rand,
+  testGpu,
+} from "../helpers/gpu.ts";
 import {
   conv2d,
   conv2dBackward,
@@ -57,22 +66,24 @@ const cases = [
 
 for (const path of ["storage", "texture"] as const) {
   for (const c of cases) {
-    Deno.test(`conv2d (${path}) x [${c.x}] w [${c.w}] stride ${c.s} pad ${c.p}${c.bias ? " +bias" : ""}`, async () => {
-      await checkOp({
-        shapes: c.bias ? [c.x, c.w, [c.w[0]]] : [c.x, c.w],
-        gpu: ([x, w, b]) => conv2d(x, w, b, { stride: c.s, padding: c.p, path }),
-        ref: ([x, w, b]) => refConv(x, c.x, w, c.w, c.s, c.p, b),
-        tol: 1e-5,
-        gradTol: 2e-3,
-      });
-    });
+    Deno.test(
+      `conv2d (${path}) x [${c.x}] w [${c.w}] stride ${c.s} pad ${c.p}${c.bias ? " +bias" : ""}`,
+      { ignore: lacks({ path }) },
+      async () => {
+        await checkOp({
+          shapes: c.bias ? [c.x, c.w, [c.w[0]]] : [c.x, c.w],
+          gpu: ([x, w, b]) => conv2d(x, w, b, { stride: c.s, padding: c.p, path }),
+          ref: ([x, w, b]) => refConv(x, c.x, w, c.w, c.s, c.p, b),
+          tol: 1e-5,
+          gradTol: 2e-3,
+        });
+      },
+    );
   }
 }
 
-Deno.test("conv2d f16 storage", async () => {
-  const gpu = await testGpu();
-  if (!gpu.hasF16) return;
-  for (const path of ["storage", "texture"] as const) {
+Deno.test("conv2d f16 storage", NEEDS_F16, async () => {
+  for (const path of PATHS_HERE) {
     await checkOp({
       shapes: [[2, 8, 6, 6], [6, 8, 3, 3], [6]],
       dtype: "f16",
@@ -94,7 +105,7 @@ const forwardPackCases = [
   { what: "single image, 1 channel, staged", x: [1, 1, 32, 32], staged: true },
 ];
 for (const c of forwardPackCases) {
-  Deno.test(`conv2d texture forward, x packed ${c.what}`, async () => {
+  Deno.test(`conv2d texture forward, x packed ${c.what}`, NEEDS_TEXTURE, async () => {
     const gpu = await testGpu();
     const ws = [3, c.x[1], 3, 3];
     const numel = (s: number[]) => s.reduce((a, b) => a * b, 1);
@@ -226,7 +237,7 @@ async function backwardInputs(
 }
 
 for (const c of backwardCases) {
-  Deno.test(`conv2d texture backward vs float64: ${c.what}`, async () => {
+  Deno.test(`conv2d texture backward vs float64: ${c.what}`, NEEDS_TEXTURE, async () => {
     const { ts: [x, w, dy], vals: [xv, wv, dyv] } = await backwardInputs(c, "f32", 101);
     const want = refConvBackward(xv, c.x, wv, c.w, dyv, c.s, c.p);
     const o = { stride: c.s, padding: c.p, path: "texture" as const };
@@ -246,9 +257,9 @@ for (const c of backwardCases) {
   });
 }
 
-Deno.test("conv2d texture backward f16 storage", async () => {
-  const gpu = await testGpu();
-  if (!gpu.hasF16) return;
+Deno.test("conv2d texture backward f16 storage", {
+  ignore: lacks({ dtype: "f16", path: "texture" }),
+}, async () => {
   for (const c of [backwardCases[0], backwardCases[1], backwardCases[5], backwardCases[8]]) {
     const { ts: [x, w, dy], vals: [xv, wv, dyv] } = await backwardInputs(c, "f16", 202);
     const want = refConvBackward(xv, c.x, wv, c.w, dyv, c.s, c.p);
@@ -262,31 +273,35 @@ Deno.test("conv2d texture backward f16 storage", async () => {
   }
 });
 
-Deno.test("conv2d backward takes the texture path by default, storage on request", async () => {
-  const gpu = await testGpu();
-  const c = backwardCases[0];
-  const { ts: [x, w, dy] } = await backwardInputs(c, "f32", 303);
-  const names: string[] = [];
-  const orig = gpu.dispatch;
-  gpu.dispatch = function (k, ...rest) {
-    names.push(k.name);
-    return orig.call(this, k, ...rest);
-  };
-  try {
-    for (const path of [undefined, "storage"] as const) {
-      names.length = 0;
-      const [dx, dw] = conv2dBackward(dy, x, w, { stride: c.s, padding: c.p, path });
-      await gpu.sync();
-      if (path) assert.deepEqual(names.sort(), ["conv2d_dw", "conv2d_dx"]);
-      else {
-        assert.ok(names.includes("conv2d_tex_dx") && names.includes("conv2d_tex_dw"), `${names}`);
-        assert.ok(!names.includes("conv2d_dx") && !names.includes("conv2d_dw"), `${names}`);
+Deno.test(
+  "conv2d backward takes the texture path by default, storage on request",
+  NEEDS_TEXTURE,
+  async () => {
+    const gpu = await testGpu();
+    const c = backwardCases[0];
+    const { ts: [x, w, dy] } = await backwardInputs(c, "f32", 303);
+    const names: string[] = [];
+    const orig = gpu.dispatch;
+    gpu.dispatch = function (k, ...rest) {
+      names.push(k.name);
+      return orig.call(this, k, ...rest);
+    };
+    try {
+      for (const path of [undefined, "storage"] as const) {
+        names.length = 0;
+        const [dx, dw] = conv2dBackward(dy, x, w, { stride: c.s, padding: c.p, path });
+        await gpu.sync();
+        if (path) assert.deepEqual(names.sort(), ["conv2d_dw", "conv2d_dx"]);
+        else {
+          assert.ok(names.includes("conv2d_tex_dx") && names.includes("conv2d_tex_dw"), `${names}`);
+          assert.ok(!names.includes("conv2d_dx") && !names.includes("conv2d_dw"), `${names}`);
+        }
+        dx.dispose();
+        dw.dispose();
       }
-      dx.dispose();
-      dw.dispose();
+    } finally {
+      gpu.dispatch = orig;
     }
-  } finally {
-    gpu.dispatch = orig;
-  }
-  for (const t of [x, w, dy]) t.dispose();
-});
+    for (const t of [x, w, dy]) t.dispose();
+  },
+);

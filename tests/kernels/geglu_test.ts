@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { checkOp, rand, testGpu } from "../helpers/gpu.ts";
+import { checkOp, lacks, rand, testGpu } from "../helpers/gpu.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 import { geglu } from "../../core/kernels/geglu.ts";
 
@@ -38,9 +38,7 @@ Deno.test("reference erf", () => {
 
 for (const dtype of ["f32", "f16"] as const) {
   for (const shape of [[2, 6], [3, 5, 34], [1, 7, 2 * 160], [2]]) {
-    Deno.test(`geglu [${shape}] ${dtype}`, async () => {
-      const gpu = await testGpu();
-      if (dtype === "f16" && !gpu.hasF16) return;
+    Deno.test(`geglu [${shape}] ${dtype}`, { ignore: lacks({ dtype }) }, async () => {
       await checkOp({
         shapes: [shape],
         gpu: ([x]) => geglu(x),

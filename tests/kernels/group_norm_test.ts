@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { accumulate, assertClose, checkOp, rand, testGpu } from "../helpers/gpu.ts";
+import { accumulate, assertClose, checkOp, NEEDS_F16, rand, testGpu } from "../helpers/gpu.ts";
 import { backward } from "../../core/tensor/autograd.ts";
 import { tidy } from "../../core/tensor/scope.ts";
 import { FUSED_MAX, groupNorm } from "../../core/kernels/group_norm.ts";
@@ -86,9 +86,7 @@ Deno.test("group_norm large group with an offset mean (UNet-like, 10 x 32 x 32)"
   });
 });
 
-Deno.test("group_norm f16 (+silu)", async () => {
-  const gpu = await testGpu();
-  if (!gpu.hasF16) return;
+Deno.test("group_norm f16 (+silu)", NEEDS_F16, async () => {
   for (const silu of [false, true]) {
     await checkOp({
       shapes: [[2, 8, 6, 6], [8], [8]],
@@ -213,9 +211,7 @@ for (
   });
 }
 
-Deno.test("group_norm f16 on the split path (+silu)", async () => {
-  const gpu = await testGpu();
-  if (!gpu.hasF16) return;
+Deno.test("group_norm f16 on the split path (+silu)", NEEDS_F16, async () => {
   await checkOp({
     shapes: [[1, 4, 40, 40], [4], [4]],
     dtype: "f16",

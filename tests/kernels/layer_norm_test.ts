@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { checkOp, testGpu } from "../helpers/gpu.ts";
+import { checkOp, NEEDS_F16, testGpu } from "../helpers/gpu.ts";
 import { layerNorm } from "../../core/kernels/layer_norm.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 
@@ -79,9 +79,7 @@ Deno.test("layer_norm with an offset mean", async () => {
   });
 });
 
-Deno.test("layer_norm f16", async () => {
-  const gpu = await testGpu();
-  if (!gpu.hasF16) return;
+Deno.test("layer_norm f16", NEEDS_F16, async () => {
   await checkOp({
     shapes: [[7, 96], [96], [96]],
     dtype: "f16",

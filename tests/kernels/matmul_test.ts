@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { checkOp, testGpu } from "../helpers/gpu.ts";
+import { checkOp, lacks, NEEDS_F16, PATHS_HERE, testGpu } from "../helpers/gpu.ts";
 import { linear, matmul } from "../../core/kernels/matmul.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 
@@ -72,7 +72,7 @@ for (const path of ["storage", "texture"] as const) {
       c.bias ? " +bias" : ""
     }`;
     const n = c.tb ? c.b[c.b.length - 2] : c.b[c.b.length - 1];
-    Deno.test(name, async () => {
+    Deno.test(name, { ignore: lacks({ path }) }, async () => {
       await checkOp({
         shapes: c.bias ? [c.a, c.b, [n]] : [c.a, c.b],
         gpu: ([a, b, bias]) => matmul(a, b, { transA: c.ta, transB: c.tb, bias, path }),
@@ -93,11 +93,9 @@ Deno.test("matmul scalar path matches on a vec4-capable shape", async () => {
   });
 });
 
-Deno.test("matmul f16 storage, f32 accumulation", async () => {
-  const gpu = await testGpu();
-  if (!gpu.hasF16) return;
+Deno.test("matmul f16 storage, f32 accumulation", NEEDS_F16, async () => {
   for (const [sa, sb] of [[[33, 40], [40, 20]], [[5, 17], [17, 9]]]) {
-    for (const path of ["storage", "texture"] as const) {
+    for (const path of PATHS_HERE) {
       await checkOp({
         shapes: [sa, sb],
         dtype: "f16",

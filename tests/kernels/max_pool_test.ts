@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { checkOp, testGpu } from "../helpers/gpu.ts";
+import { checkOp, lacks, testGpu } from "../helpers/gpu.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 import { backward } from "../../core/tensor/autograd.ts";
 import { addInPlace } from "../../core/kernels/binary.ts";
@@ -26,9 +26,7 @@ function ref(x: Float64Array, shape: number[]): Float64Array {
 
 for (const dtype of ["f32", "f16"] as const) {
   for (const shape of [[1, 1, 2, 2], [2, 3, 5, 7], [1, 4, 16, 9], [3, 2, 33, 18]]) {
-    Deno.test(`maxPool2x2 [${shape}] ${dtype}`, async () => {
-      const gpu = await testGpu();
-      if (dtype === "f16" && !gpu.hasF16) return;
+    Deno.test(`maxPool2x2 [${shape}] ${dtype}`, { ignore: lacks({ dtype }) }, async () => {
       await checkOp({
         shapes: [shape],
         gpu: ([x]) => maxPool2x2(x),

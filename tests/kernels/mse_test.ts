@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { checkOp, testGpu } from "../helpers/gpu.ts";
+import { checkOp, lacks, testGpu } from "../helpers/gpu.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 import { mse, type MseReduction } from "../../core/kernels/mse.ts";
 
@@ -19,9 +19,7 @@ const SHAPES = [[1], [3, 4, 5, 7], [2, 4, 16, 17], [5, 300]];
 for (const red of ["mean", "per_sample_mean", "half_sum"] as const) {
   for (const shape of SHAPES) {
     for (const dtype of ["f32", "f16"] as const) {
-      Deno.test(`mse ${red} [${shape}] ${dtype}`, async () => {
-        const gpu = await testGpu();
-        if (dtype === "f16" && !gpu.hasF16) return;
+      Deno.test(`mse ${red} [${shape}] ${dtype}`, { ignore: lacks({ dtype }) }, async () => {
         await checkOp({
           shapes: [shape, shape],
           gpu: ([p, t]) => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { checkOp, testGpu } from "../helpers/gpu.ts";
+import { checkOp, NEEDS_F16, testGpu } from "../helpers/gpu.ts";
 import { softmax } from "../../core/kernels/softmax.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 
@@ -63,9 +63,7 @@ Deno.test("softmax large logits stay finite", async () => {
   });
 });
 
-Deno.test("softmax f16", async () => {
-  const gpu = await testGpu();
-  if (!gpu.hasF16) return;
+Deno.test("softmax f16", NEEDS_F16, async () => {
   await checkOp({
     shapes: [[3, 77]],
     dtype: "f16",

@@ -1,4 +1,4 @@
-import { checkOp } from "../helpers/gpu.ts";
+import { checkOp, NEEDS_F16 } from "../helpers/gpu.ts";
 import * as ops from "../../core/ops.ts";
 import type { Tensor } from "../../core/tensor/tensor.ts";
 
@@ -57,9 +57,7 @@ for (const [name, gpuFn, f, init] of CASES) {
       });
     });
   }
-  Deno.test(`${name} f16 storage`, async () => {
-    const gpu = (await import("../helpers/gpu.ts")).testGpu;
-    if (!(await gpu()).hasF16) return;
+  Deno.test(`${name} f16 storage`, NEEDS_F16, async () => {
     await checkOp({
       shapes: [[64]],
       gpu: ([x]) => gpuFn(x),

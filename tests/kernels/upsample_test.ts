@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { checkOp, testGpu } from "../helpers/gpu.ts";
+import { checkOp, lacks, testGpu } from "../helpers/gpu.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 import {
   interpolateNearest,
@@ -39,9 +39,7 @@ Deno.test("nearestIndex follows PyTorch's float32 rule", () => {
 
 for (const dtype of ["f32", "f16"] as const) {
   for (const shape of [[1, 1, 1, 1], [2, 3, 5, 7], [1, 4, 16, 9]]) {
-    Deno.test(`upsampleNearest2x [${shape}] ${dtype}`, async () => {
-      const gpu = await testGpu();
-      if (dtype === "f16" && !gpu.hasF16) return;
+    Deno.test(`upsampleNearest2x [${shape}] ${dtype}`, { ignore: lacks({ dtype }) }, async () => {
       await checkOp({
         shapes: [shape],
         gpu: ([x]) => upsampleNearest2x(x),
@@ -61,18 +59,20 @@ for (const dtype of ["f32", "f16"] as const) {
       [[1, 1, 9, 10], 20, 21],
     ] as [number[], number, number][]
   ) {
-    Deno.test(`interpolateNearest [${shape}] -> ${oh}x${ow} ${dtype}`, async () => {
-      const gpu = await testGpu();
-      if (dtype === "f16" && !gpu.hasF16) return;
-      await checkOp({
-        shapes: [shape],
-        gpu: ([x]) => interpolateNearest(x, oh, ow),
-        ref: ([x]) => ref(x, shape, oh, ow),
-        dtype,
-        tol: dtype === "f16" ? 2e-3 : 1e-7,
-        gradTol: dtype === "f16" ? 3e-3 : 1e-4,
-      });
-    });
+    Deno.test(
+      `interpolateNearest [${shape}] -> ${oh}x${ow} ${dtype}`,
+      { ignore: lacks({ dtype }) },
+      async () => {
+        await checkOp({
+          shapes: [shape],
+          gpu: ([x]) => interpolateNearest(x, oh, ow),
+          ref: ([x]) => ref(x, shape, oh, ow),
+          dtype,
+          tol: dtype === "f16" ? 2e-3 : 1e-7,
+          gradTol: dtype === "f16" ? 3e-3 : 1e-4,
+        });
+      },
+    );
   }
 }
 

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { testGpu } from "../helpers/gpu.ts";
+import { NEEDS_F16, testGpu } from "../helpers/gpu.ts";
 import { makeTinyRoots, tinyConfig, tinyInit } from "./_tiny.ts";
 import { runTraining } from "../../core/train/trainer.ts";
 import { LossScaler } from "../../core/train/mixed_precision.ts";
@@ -23,12 +23,8 @@ Deno.test("loss scaler: halves and skips on overflow, doubles after the growth i
   assert.throws(() => t.load({ scale: -1, goodSteps: 0 }), /loss scale state/);
 });
 
-Deno.test("fp16 mixed precision trains the tiny model like f32", async () => {
+Deno.test("fp16 mixed precision trains the tiny model like f32", NEEDS_F16, async () => {
   const gpu = await testGpu();
-  if (!gpu.hasF16) {
-    console.log("skipped: the adapter has no shader-f16");
-    return;
-  }
   const tmp = await Deno.makeTempDir({ prefix: "reflow_fp16_" });
   try {
     await makeTinyRoots(join(tmp, "data"), 8);
