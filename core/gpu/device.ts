@@ -6,6 +6,7 @@
  */
 import { BufferPool } from "./pool.ts";
 import { GpuError } from "./errors.ts";
+import { trimTextures } from "./texture_pool.ts";
 import {
   type CapsOverrides,
   type GpuCaps,
@@ -281,6 +282,7 @@ export class Gpu {
 
   /** Records a buffer-to-buffer copy in the current batch. */
   copy(src: GPUBuffer, srcOff: number, dst: GPUBuffer, dstOff: number, bytes: number): void {
+    this.throwIfBroken();
     this.endPass();
     this.encoder ??= this.device.createCommandEncoder();
     this.encoder.copyBufferToBuffer(src, srcOff, dst, dstOff, bytes);
@@ -389,6 +391,7 @@ export class Gpu {
 
   /** Reads `bytes` bytes of `buffer` from `offset` back to the host (a sync point). */
   async read(buffer: GPUBuffer, offset: number, bytes: number): Promise<ArrayBuffer> {
+    this.throwIfBroken();
     const padded = Math.ceil(bytes / 4) * 4;
     const staging = this.device.createBuffer({
       size: Math.max(padded, 4),
@@ -411,6 +414,7 @@ export class Gpu {
 
   /** Waits for all submitted work and surfaces any error it raised. */
   async sync(): Promise<void> {
+    this.throwIfBroken();
     // A mapped read of a copy recorded last is a fence: the queue runs in order, so once it maps,
     // all earlier work is done. (onSubmittedWorkDone was seen to resolve early on lavapipe.)
     this.fenceSrc ??= this.device.createBuffer({
@@ -440,6 +444,9 @@ export class Gpu {
   }
 
   private throwIfBroken(): void {
+    if (this.destroyed) {
+      throw new GpuError("this Gpu was destroyed; open a new one with Gpu.open()");
+    }
     if (this.lost) throw new GpuError(this.lost);
     if (this.uncaptured) {
       const e = this.uncaptured;
@@ -448,10 +455,35 @@ export class Gpu {
     }
   }
 
-  /** Releases pooled memory and destroys the device. */
+  private destroyed = false;
+
+  /**
+   * Waits for the work already submitted, then destroys the device ({@link destroy}). Prefer it
+   * where the caller can await: destroying a device under running work is where drivers crash.
+   */
+  async close(): Promise<void> {
+    if (this.destroyed) return;
+    try {
+      await this.sync();
+    } finally {
+      this.destroy();
+    }
+  }
+
+  /**
+   * Releases pooled memory and textures and destroys the device; later use is an error. Calling
+   * it again does nothing (a second device.destroy() is not left to the driver).
+   */
   destroy(): void {
+    if (this.destroyed) return;
     this.flush();
+    this.destroyed = true;
+    trimTextures(this);
     this.pool.trim();
+    for (const b of this.spareArenas.splice(0)) b.destroy();
+    this.arenaBuffer.destroy();
+    this.fenceSrc?.destroy();
+    this.fenceSrc = null;
     this.device.destroy();
   }
 }

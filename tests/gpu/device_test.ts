@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { testGpu } from "../helpers/gpu.ts";
-import { GpuError } from "../../core/gpu/device.ts";
+import { Gpu, GpuError } from "../../core/gpu/device.ts";
 import { BufferPool } from "../../core/gpu/pool.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 import { tidy } from "../../core/tensor/scope.ts";
@@ -102,4 +102,17 @@ Deno.test("a dispatch over maxComputeWorkgroupsPerDimension is refused", async (
     () => gpu.dispatch(k, [], null, [gpu.limits.maxComputeWorkgroupsPerDimension + 1]),
     /noop.*maxComputeWorkgroupsPerDimension/,
   );
+});
+
+Deno.test("a closed device refuses further work by name; close and destroy twice are no-ops", async () => {
+  const gpu = await Gpu.open();
+  const a = Tensor.from(gpu, [1, 2, 3, 4], [4]);
+  const b = tidy(() => ops.scale(ops.add(a, a), 3)); // work in flight when close() is called
+  await gpu.close();
+  await gpu.close();
+  gpu.destroy();
+  assert.throws(() => ops.add(a, b), /this Gpu was destroyed; open a new one/);
+  await assert.rejects(() => a.toF32(), /this Gpu was destroyed/);
+  a.dispose();
+  b.dispose();
 });
