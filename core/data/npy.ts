@@ -5,10 +5,22 @@
  *
  * Float16 data travels as its raw bits in a `Uint16Array`.
  *
+ * The reader refuses, with a {@link FormatError} naming the file and field, what numpy itself
+ * refuses or what could make it misbehave: a header over numpy's {@link NPY_MAX_HEADER_BYTES},
+ * literals nested deeper than {@link NPY_MAX_NESTING}, more than 64 dimensions.
+ *
  * @module
  */
 
 import { writeFileAtomic } from "./atomic_write.ts";
+import { clip, describeValue, FormatError } from "../io/format_error.ts";
+
+/** numpy's default `max_header_size` (np.load refuses bigger headers as unsafe). */
+export const NPY_MAX_HEADER_BYTES = 10_000;
+/** Deepest nesting of tuples/lists accepted in a header (a shape is one level). */
+export const NPY_MAX_NESTING = 8;
+/** numpy's limit on array dimensions (NPY_MAXDIMS of numpy 2). */
+const NPY_MAX_DIMS = 64;
 
 /** Array element types this module reads and writes, as numpy spells them in `descr`. */
 export type NpyDtype = "<f2" | "<f4" | "<f8" | "<i4" | "<i8" | "|u1";
@@ -105,7 +117,14 @@ function headerDict(dtype: NpyDtype, shape: readonly number[]): string {
  *
  * @example
  * ```ts
- * const bytes = encodeNpy({ dtype: "<f4", shape: [2, 3], data: new Float32Array(6) });
+ * import assert from "node:assert/strict";
+ *
+ * const data = Float32Array.from([0, 1, 2, 3, 4, 5]);
+ * const bytes = encodeNpy({ dtype: "<f4", shape: [2, 3], data });
+ * // numpy.save(f, np.arange(6, dtype="<f4").reshape(2, 3)): a 128-byte header, then the data
+ * assert.equal(bytes.length, 128 + 6 * 4);
+ * assert.match(new TextDecoder().decode(bytes.subarray(0, 128)), /'shape': \(2, 3\)/);
+ * assert.deepEqual(decodeNpy(bytes), { dtype: "<f4", shape: [2, 3], data });
  * ```
  */
 export function encodeNpy(array: NpyArray): Uint8Array {
@@ -152,7 +171,9 @@ class HeaderParser {
   constructor(readonly text: string, readonly source: string) {}
 
   fail(what: string): never {
-    throw new Error(`${this.source}: malformed .npy header (${what}): ${this.text.trim()}`);
+    throw new FormatError(
+      `${this.source}: malformed .npy header (${what}): ${clip(this.text.trim(), 200)}`,
+    );
   }
   skipSpace() {
     while (this.pos < this.text.length && /\s/.test(this.text[this.pos])) this.pos++;
@@ -168,7 +189,10 @@ class HeaderParser {
   expect(ch: string) {
     if (!this.eat(ch)) this.fail(`expected '${ch}' at ${this.pos}`);
   }
-  value(): unknown {
+  value(depth = 0): unknown {
+    if (depth > NPY_MAX_NESTING) {
+      this.fail(`nested more than ${NPY_MAX_NESTING} deep at ${this.pos}`);
+    }
     this.skipSpace();
     const ch = this.text[this.pos];
     if (ch === "'" || ch === '"') {
@@ -183,7 +207,7 @@ class HeaderParser {
       this.pos++;
       const items: unknown[] = [];
       while (!this.eat(close)) {
-        items.push(this.value());
+        items.push(this.value(depth + 1));
         if (!this.eat(",")) {
           this.expect(close);
           break;
@@ -191,7 +215,9 @@ class HeaderParser {
       }
       return items;
     }
-    const m = /^(True|False|-?\d+L?)/.exec(this.text.slice(this.pos));
+    const atom = /True|False|-?\d+L?/y;
+    atom.lastIndex = this.pos;
+    const m = atom.exec(this.text);
     if (!m) this.fail(`unexpected text at ${this.pos}`);
     this.pos += m[0].length;
     if (m[0] === "True") return true;
@@ -200,7 +226,7 @@ class HeaderParser {
   }
   dict(): Record<string, unknown> {
     this.expect("{");
-    const out: Record<string, unknown> = {};
+    const out: Record<string, unknown> = Object.create(null); // "__proto__" is just a key
     while (!this.eat("}")) {
       const key = this.value();
       if (typeof key !== "string") this.fail("non-string key");
@@ -220,7 +246,7 @@ class HeaderParser {
  */
 export function decodeNpy(bytes: Uint8Array, source = "<npy bytes>"): NpyArray {
   if (bytes.length < 10 || MAGIC.some((b, i) => bytes[i] !== b)) {
-    throw new Error(`${source}: not a .npy file (bad magic)`);
+    throw new FormatError(`${source}: not a .npy file (bad magic)`);
   }
   const major = bytes[6];
   const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -230,41 +256,59 @@ export function decodeNpy(bytes: Uint8Array, source = "<npy bytes>"): NpyArray {
     headerStart = 10;
     headerLen = dv.getUint16(8, true);
   } else if (major === 2 || major === 3) {
-    if (bytes.length < 12) throw new Error(`${source}: truncated .npy header`);
+    if (bytes.length < 12) throw new FormatError(`${source}: truncated .npy header`);
     headerStart = 12;
     headerLen = dv.getUint32(8, true);
   } else {
-    throw new Error(`${source}: unsupported .npy format version ${major}.${bytes[7]}`);
+    throw new FormatError(`${source}: unsupported .npy format version ${major}.${bytes[7]}`);
   }
   const dataStart = headerStart + headerLen;
-  if (bytes.length < dataStart) throw new Error(`${source}: truncated .npy header`);
+  if (bytes.length < dataStart) {
+    throw new FormatError(
+      `${source}: truncated .npy header (header length ${headerLen}, file has ${bytes.length} bytes)`,
+    );
+  }
+  if (headerLen > NPY_MAX_HEADER_BYTES) {
+    throw new FormatError(
+      `${source}: .npy header length ${headerLen} exceeds numpy's ${NPY_MAX_HEADER_BYTES}-byte limit`,
+    );
+  }
   const headerBytes = bytes.subarray(headerStart, dataStart);
-  const text = major === 3
-    ? new TextDecoder().decode(headerBytes)
-    : String.fromCharCode(...headerBytes); // latin-1
+  const text = major === 3 ? new TextDecoder().decode(headerBytes) : latin1(headerBytes);
   const dict = new HeaderParser(text, source).dict();
   const descr = dict["descr"];
-  const dtype = typeof descr === "string" ? DESCR_ALIASES[descr] : undefined;
+  const dtype = typeof descr === "string" && Object.hasOwn(DESCR_ALIASES, descr)
+    ? DESCR_ALIASES[descr]
+    : undefined;
   if (!dtype) {
-    throw new Error(
-      `${source}: unsupported .npy dtype ${JSON.stringify(descr)} (supported: ${
+    throw new FormatError(
+      `${source}: unsupported .npy dtype ${describeValue(descr)} (supported: ${
         Object.keys(ITEM_SIZE).join(", ")
       })`,
     );
   }
+  if (dict["fortran_order"] === true) {
+    throw new FormatError(`${source}: Fortran-ordered .npy arrays are not supported`);
+  }
   if (dict["fortran_order"] !== false) {
-    throw new Error(`${source}: Fortran-ordered .npy arrays are not supported`);
+    throw new FormatError(
+      `${source}: .npy fortran_order is ${describeValue(dict["fortran_order"])}, not a boolean`,
+    );
   }
   const shape = dict["shape"];
   if (
-    !Array.isArray(shape) ||
+    !Array.isArray(shape) || shape.length > NPY_MAX_DIMS ||
     !shape.every((d) => typeof d === "number" && Number.isSafeInteger(d) && d >= 0)
   ) {
-    throw new Error(`${source}: bad .npy shape ${JSON.stringify(shape)}`);
+    throw new FormatError(
+      `${source}: bad .npy shape ${
+        describeValue(shape)
+      } (a tuple of at most ${NPY_MAX_DIMS} sizes)`,
+    );
   }
   const nbytes = shapeSize(shape) * ITEM_SIZE[dtype];
   if (bytes.length < dataStart + nbytes) {
-    throw new Error(
+    throw new FormatError(
       `${source}: truncated .npy data (shape [${shape}] ${dtype} needs ${nbytes} bytes, file has ${
         bytes.length - dataStart
       })`,
@@ -273,6 +317,15 @@ export function decodeNpy(bytes: Uint8Array, source = "<npy bytes>"): NpyArray {
   // Copy into a fresh buffer: the data offset need not suit the typed array's alignment.
   const buf = bytes.slice(dataStart, dataStart + nbytes).buffer;
   return { dtype, shape: shape as number[], data: viewAs(dtype, buf) };
+}
+
+/** Bytes to a string, one char per byte, without spreading a huge argument list. */
+function latin1(b: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < b.length; i += 4096) {
+    s += String.fromCharCode(...b.subarray(i, i + 4096));
+  }
+  return s;
 }
 
 /** Reads a `.npy` file; errors name the file. */

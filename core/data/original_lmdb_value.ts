@@ -7,6 +7,7 @@
  * @module
  */
 
+import { describeValue, FormatError } from "../io/format_error.ts";
 import { unpickle } from "../io/pickle.ts";
 import { decodeNumpyPickle, type NumpyDtype } from "../io/numpy_pickle.ts";
 import type { NpyArray, NpyDtype } from "./npy.ts";
@@ -21,7 +22,7 @@ export function decodeOriginalLength(bytes: Uint8Array, source: string): number 
   const v = unpickle(bytes, { source });
   const n = typeof v === "bigint" ? Number(v) : v;
   if (typeof n !== "number" || !Number.isSafeInteger(n) || n < 0) {
-    throw new Error(`${source}: not a non-negative integer`);
+    throw new FormatError(`${source}: ${describeValue(v)} is not a non-negative integer`);
   }
   return n;
 }
@@ -29,8 +30,14 @@ export function decodeOriginalLength(bytes: Uint8Array, source: string): number 
 /** The original's `__keys__`: a pickled list of byte strings. */
 export function decodeOriginalKeys(bytes: Uint8Array, source: string): Uint8Array[] {
   const v = unpickle(bytes, { source });
-  if (!Array.isArray(v) || !v.every((k) => k instanceof Uint8Array)) {
-    throw new Error(`${source}: not a list of byte strings`);
+  if (!Array.isArray(v)) {
+    throw new FormatError(`${source}: ${describeValue(v)} is not a list of byte strings`);
+  }
+  const bad = v.findIndex((k) => !(k instanceof Uint8Array));
+  if (bad >= 0) {
+    throw new FormatError(
+      `${source}: item ${bad} is ${describeValue(v[bad])}, not a byte string (a list of keys)`,
+    );
   }
   return v as Uint8Array[];
 }
@@ -48,6 +55,6 @@ const TO_NPY: Partial<Record<NumpyDtype, NpyDtype>> = {
 export function decodeOriginalPair(bytes: Uint8Array, source: string): NpyArray {
   const arr = decodeNumpyPickle(bytes, { source });
   const dtype = TO_NPY[arr.dtype];
-  if (!dtype) throw new Error(`${source}: unsupported pair dtype ${arr.dtype}`);
+  if (!dtype) throw new FormatError(`${source}: unsupported pair dtype ${arr.dtype}`);
   return { dtype, shape: arr.shape, data: arr.data as NpyArray["data"] };
 }

@@ -22,6 +22,7 @@
 import { join } from "node:path";
 import { decodeNpy, type NpyArray, readNpy, writeNpy } from "./npy.ts";
 import { type LmdbReadable, openLmdbReader } from "./lmdb_file.ts";
+import { FormatError } from "../io/format_error.ts";
 import {
   decodeOriginalKeys,
   decodeOriginalLength,
@@ -156,7 +157,12 @@ async function openOwnLmdb(
   let keys: string[] | undefined;
   const keysBytes = await db.get(encoder.encode(KEYS_KEY));
   if (keysBytes) {
-    const parsed = JSON.parse(decoder.decode(keysBytes));
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(decoder.decode(keysBytes));
+    } catch (err) {
+      throw new FormatError(`${source}: ${KEYS_KEY} is not JSON (${(err as Error).message})`);
+    }
     if (
       !Array.isArray(parsed) || parsed.length !== length ||
       !parsed.every((k) => typeof k === "string")

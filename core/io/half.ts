@@ -12,7 +12,10 @@
  *
  * @example
  * ```ts
- * f32ToF16Bits(new Float32Array([1, -2, 65520])); // Uint16Array [0x3c00, 0xc000, 0x7c00]
+ * import assert from "node:assert/strict";
+ *
+ * const bits = f32ToF16Bits(new Float32Array([1, -2, 65520])); // 65520 rounds up to +Infinity
+ * assert.deepEqual([...bits], [0x3c00, 0xc000, 0x7c00]);
  * ```
  */
 export function f32ToF16Bits(src: Float32Array, out = new Uint16Array(src.length)): Uint16Array {
@@ -81,7 +84,10 @@ function halfToF32Table(): Float32Array {
  *
  * @example
  * ```ts
- * f16BitsToF32(new Uint16Array([0x3c00, 0x0001])); // Float32Array [1, 5.960464477539063e-8]
+ * import assert from "node:assert/strict";
+ *
+ * const values = f16BitsToF32(new Uint16Array([0x3c00, 0x0001])); // 1 and the smallest subnormal
+ * assert.deepEqual([...values], [1, 2 ** -24]); // 2^-24 = 5.960464477539063e-8
  * ```
  */
 export function f16BitsToF32(src: Uint16Array, out = new Float32Array(src.length)): Float32Array {

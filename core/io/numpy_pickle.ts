@@ -7,7 +7,11 @@
  * @module
  */
 
+import { clip, describeValue, FormatError } from "./format_error.ts";
 import { PyGlobal, PyObject, unpickle } from "./pickle.ts";
+
+/** numpy's own limit on array dimensions (NPY_MAXDIMS of numpy 2). */
+export const NUMPY_MAX_DIMS = 64;
 
 /** numpy element types understood here (little-endian or single-byte). */
 export type NumpyDtype =
@@ -86,9 +90,11 @@ export function numpyItemBytes(dtype: NumpyDtype): number {
 export function parseNumpyDescr(descr: string, what = "numpy dtype"): NumpyDtype {
   const m = /^([<>|=]?)([a-z]\d+)$/.exec(descr);
   const dtype = m ? CODES[m[2]] : undefined;
-  if (!m || dtype === undefined) throw new Error(`${what}: unsupported dtype "${descr}"`);
+  if (!m || dtype === undefined) {
+    throw new FormatError(`${what}: unsupported dtype ${JSON.stringify(clip(descr))}`);
+  }
   if (m[1] === ">" && ITEM_BYTES[dtype] > 1) {
-    throw new Error(`${what}: big-endian dtype "${descr}" is not supported`);
+    throw new FormatError(`${what}: big-endian dtype "${descr}" is not supported`);
   }
   return dtype;
 }
@@ -96,14 +102,16 @@ export function parseNumpyDescr(descr: string, what = "numpy dtype"): NumpyDtype
 /** Interprets a pickled `numpy.dtype(...)` record (byte order from its BUILD state). */
 export function dtypeFromPickle(value: unknown, what = "numpy dtype"): NumpyDtype {
   if (!(value instanceof PyObject) || value.cls !== "numpy.dtype") {
-    throw new Error(`${what}: expected a pickled numpy.dtype`);
+    throw new FormatError(`${what}: expected a pickled numpy.dtype`);
   }
   const descr = value.args[0];
-  if (typeof descr !== "string") throw new Error(`${what}: numpy.dtype without a type string`);
+  if (typeof descr !== "string") {
+    throw new FormatError(`${what}: numpy.dtype without a type string`);
+  }
   const state = value.state;
   const order = Array.isArray(state) && typeof state[1] === "string" ? state[1] : "";
   if (Array.isArray(state) && state[2] !== null && state[2] !== undefined) {
-    throw new Error(`${what}: structured numpy dtypes are not supported`);
+    throw new FormatError(`${what}: structured numpy dtypes are not supported`);
   }
   return parseNumpyDescr(order + descr, what);
 }
@@ -115,14 +123,17 @@ export function ndarrayFromBytes(
   bytes: Uint8Array,
   what = "numpy array",
 ): NdArray {
+  if (shape.length > NUMPY_MAX_DIMS) {
+    throw new FormatError(`${what}: shape has ${shape.length} dimensions (numpy allows 64)`);
+  }
   let n = 1;
   for (const d of shape) {
-    if (!Number.isSafeInteger(d) || d < 0) throw new Error(`${what}: bad shape [${shape}]`);
+    if (!Number.isSafeInteger(d) || d < 0) throw new FormatError(`${what}: bad shape [${shape}]`);
     n *= d;
   }
   const need = n * ITEM_BYTES[dtype];
   if (bytes.byteLength !== need) {
-    throw new Error(
+    throw new FormatError(
       `${what}: shape [${shape}] of ${dtype} needs ${need} bytes, the pickle holds ${bytes.byteLength}`,
     );
   }
@@ -159,13 +170,13 @@ export function ndarrayFromBytes(
 
 function shapeOf(x: unknown, what: string): number[] {
   if (!Array.isArray(x) || !x.every((d) => typeof d === "number")) {
-    throw new Error(`${what}: shape is not a tuple of ints`);
+    throw new FormatError(`${what}: shape ${describeValue(x)} is not a tuple of ints`);
   }
   return x as number[];
 }
 
 function bytesOf(x: unknown, what: string): Uint8Array {
-  if (!(x instanceof Uint8Array)) throw new Error(`${what}: array data is not bytes`);
+  if (!(x instanceof Uint8Array)) throw new FormatError(`${what}: array data is not bytes`);
   return x;
 }
 
@@ -189,29 +200,29 @@ export function isPickledArray(value: unknown): value is PyObject {
  * arrays of more than one dimension, object arrays and big-endian data are refused.
  */
 export function toNdArray(value: unknown, what = "numpy pickle"): NdArray {
-  if (!(value instanceof PyObject)) throw new Error(`${what}: not a pickled numpy array`);
+  if (!(value instanceof PyObject)) throw new FormatError(`${what}: not a pickled numpy array`);
   if (RECONSTRUCT.has(value.cls)) {
     const [cls] = value.args;
     if (!(cls instanceof PyGlobal) || cls.fullName !== "numpy.ndarray") {
-      throw new Error(`${what}: _reconstruct of something other than numpy.ndarray`);
+      throw new FormatError(`${what}: _reconstruct of something other than numpy.ndarray`);
     }
     const state = value.state;
     if (!Array.isArray(state) || state.length !== 5) {
-      throw new Error(`${what}: ndarray state is not (version, shape, dtype, fortran, data)`);
+      throw new FormatError(`${what}: ndarray state is not (version, shape, dtype, fortran, data)`);
     }
     const [, shape, dtype, fortran, data] = state;
     const dims = shapeOf(shape, what);
     if (fortran === true && dims.filter((d) => d > 1).length > 1) {
-      throw new Error(`${what}: Fortran-order arrays are not supported`);
+      throw new FormatError(`${what}: Fortran-order arrays are not supported`);
     }
-    if (Array.isArray(data)) throw new Error(`${what}: object arrays are not supported`);
+    if (Array.isArray(data)) throw new FormatError(`${what}: object arrays are not supported`);
     return ndarrayFromBytes(dtypeFromPickle(dtype, what), dims, bytesOf(data, what), what);
   }
   if (FROMBUFFER.has(value.cls)) {
     const [buf, dtype, shape, order] = value.args;
     const dims = shapeOf(shape, what);
     if (order === "F" && dims.filter((d) => d > 1).length > 1) {
-      throw new Error(`${what}: Fortran-order arrays are not supported`);
+      throw new FormatError(`${what}: Fortran-order arrays are not supported`);
     }
     return ndarrayFromBytes(dtypeFromPickle(dtype, what), dims, bytesOf(buf, what), what);
   }
@@ -223,7 +234,7 @@ export function toNdArray(value: unknown, what = "numpy pickle"): NdArray {
   const dtype = value.attr("dtype");
   const shape = value.attr("shape");
   if (array === undefined || dtype === undefined || shape === undefined) {
-    throw new Error(`${what}: ${value.cls} has no shape/dtype/array attributes`);
+    throw new FormatError(`${what}: ${value.cls} has no shape/dtype/array attributes`);
   }
   return ndarrayFromBytes(
     dtypeFromPickle(dtype, what),
@@ -246,8 +257,20 @@ export interface NumpyPickleOptions {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { openLmdbReader } from "../data/lmdb_file.ts";
+ * import { readNpy } from "../data/npy.ts";
+ *
+ * // A database the original Python tool wrote: each pair is a pickled LMDB_ndarray.
+ * const root = "tests/fixtures/data/original_root/content";
+ * const db = await openLmdbReader(`${root}/lmdb`);
+ * const lmdbValue = (await db.get(new TextEncoder().encode("0")))!;
+ * await db.close();
  * const pair = decodeNumpyPickle(lmdbValue, { source: "lmdb key 0" });
- * pair.dtype; // "float16"; pair.shape: [2, 4, 64, 64]; pair.data: Uint16Array
+ * assert.equal(pair.dtype, "float16"); // pair.data: Uint16Array of [z0, z1]
+ * const npy = await readNpy(`${root}/images/0.npy`); // the same pair as numpy saved it
+ * assert.deepEqual(pair.shape, npy.shape); // [2, 4, 16, 16]
+ * assert.deepEqual(pair.data, npy.data);
  * ```
  */
 export function decodeNumpyPickle(bytes: Uint8Array, opts: NumpyPickleOptions = {}): NdArray {

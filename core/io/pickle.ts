@@ -6,6 +6,12 @@
  * consumer (the numpy and torch readers) to interpret. Anything else is refused with an Error naming
  * the opcode or global and its byte position.
  *
+ * Hostile input is bounded before work: every length is checked against the bytes that remain,
+ * big integers are capped at {@link MAX_LONG_BYTES}, the copies allowlisted calls make (dict(d),
+ * set(l), bytes(b)) share a budget proportional to the input, and nothing recurses, so a deeply
+ * nested or huge stream ends in a {@link FormatError} naming the source and byte, never in a stack
+ * overflow or a quadratic loop.
+ *
  * Python values map to: None → null, bool → boolean, int → number (bigint beyond 2^53), float →
  * number, str → string, bytes/bytearray → Uint8Array, list → array, tuple → frozen array,
  * dict/OrderedDict → Map, set/frozenset → Set, a class reference → {@link PyGlobal}, an object or a
@@ -13,6 +19,11 @@
  *
  * @module
  */
+
+import { clip, describeValue, FormatError } from "./format_error.ts";
+
+/** Largest LONG1/LONG4 integer accepted, in bytes (32768 bits); no tensor file needs more. */
+export const MAX_LONG_BYTES = 4096;
 
 /** A reference to an allowlisted Python global (a class or function), never called here. */
 export class PyGlobal {
@@ -103,7 +114,9 @@ const BUILTIN_GLOBALS: Record<string, (args: readonly unknown[], at: string) => 
   "builtins.bytearray": (args, at) => toBytes(args, at),
   "_codecs.encode": (args, at) => encodeString(args[0], args[1] ?? "utf-8", at),
   "builtins.object": (_args, at) => {
-    throw new Error(`${at}: builtins.object may only appear as copyreg._reconstructor's base`);
+    throw new FormatError(
+      `${at}: builtins.object may only appear as copyreg._reconstructor's base`,
+    );
   },
 };
 
@@ -115,9 +128,16 @@ const PY2_MODULES: Record<string, string> = { "__builtin__": "builtins", "copy_r
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ *
+ * const fromBase64 = (s: string) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
  * // pickle.dumps({"a": [1, 2.5, None]}, protocol=4)
+ * const bytes = fromBase64("gASVGAAAAAAAAAB9lIwBYZRdlChLAUdABAAAAAAAAE5lcy4=");
  * const v = unpickle(bytes) as Map<string, unknown>;
- * v.get("a"); // [1, 2.5, null]
+ * assert.deepEqual(v.get("a"), [1, 2.5, null]);
+ * // an object whose __reduce__ returns (os.system, ("echo pwned",)): refused, never run
+ * const evil = fromBase64("gASVJQAAAAAAAACMBXBvc2l4lIwGc3lzdGVtlJOUjAplY2hvIHB3bmVklIWUUpQu");
+ * assert.throws(() => unpickle(evil), /posix\.system/);
  * ```
  */
 export function unpickle(bytes: Uint8Array, opts: UnpickleOptions = {}): unknown {
@@ -134,12 +154,17 @@ class Unpickler {
   #stack: unknown[] = [];
   #marks: unknown[][] = [];
   readonly #memo = new Map<number, unknown>();
+  /** Elements the allowlisted calls may still copy (dict(d), set(l), bytes(b), ...). */
+  #budget: number;
 
   constructor(bytes: Uint8Array, opts: UnpickleOptions) {
     this.#b = bytes;
     this.#v = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     this.#opts = opts;
     this.#src = opts.source ?? "pickle";
+    // A legitimate pickle copies each value it holds at most once (set(list), bytes(str), ...),
+    // and every element copied took at least one input byte to write.
+    this.#budget = budgetFor(bytes.length);
   }
 
   #at(): string {
@@ -147,13 +172,28 @@ class Unpickler {
   }
 
   #fail(msg: string): never {
-    throw new Error(`${this.#at()}: ${msg}`);
+    throw new FormatError(`${this.#at()}: ${msg}`);
+  }
+
+  /** Charges `n` copied elements to the work budget; a stream that copies more is refused. */
+  #spend(n: number, what: string): void {
+    this.#budget -= n;
+    if (this.#budget < 0) {
+      this.#fail(
+        `${what} copies more than a pickle of ${this.#b.length} bytes may ` +
+          `(${budgetFor(this.#b.length)} elements in all): refused as a work bomb`,
+      );
+    }
   }
 
   /** Claims `n` input bytes; lengths are checked against the input so no huge buffer is made. */
   #take(n: number): Uint8Array {
-    if (!Number.isSafeInteger(n) || n < 0 || this.#pos + n > this.#b.length) {
-      this.#fail(`length ${n} runs past the end of the data (${this.#b.length} bytes)`);
+    if (!Number.isSafeInteger(n) || n < 0) this.#fail(`negative or absurd length ${n}`);
+    if (this.#pos + n > this.#b.length) {
+      this.#fail(
+        `length ${n} runs past the end of the data (${this.#b.length - this.#pos} of ` +
+          `${this.#b.length} bytes left)`,
+      );
     }
     const out = this.#b.subarray(this.#pos, this.#pos + n);
     this.#pos += n;
@@ -170,6 +210,10 @@ class Unpickler {
   #u32(): number {
     this.#take(4);
     return this.#v.getUint32(this.#pos - 4, true);
+  }
+  #i32(): number {
+    this.#take(4);
+    return this.#v.getInt32(this.#pos - 4, true);
   }
   #u64(): number {
     this.#take(8);
@@ -263,12 +307,16 @@ class Unpickler {
         case 0x4d: // BININT2
           this.#push(this.#u16());
           break;
-        case 0x8a: // LONG1
+        case 0x8a: // LONG1 (at most 255 bytes)
           this.#push(decodeLong(this.#take(this.#u8())));
           break;
-        case 0x8b: { // LONG4
-          const n = this.#v.getInt32((this.#take(4), this.#pos - 4), true);
-          if (n < 0) this.#fail("LONG4 with negative length");
+        case 0x8b: { // LONG4: length checked against the input and the cap before decoding
+          const n = this.#i32();
+          if (n < 0) this.#fail(`LONG4 with negative length ${n}`);
+          if (this.#pos + n > b.length) this.#take(n); // names the overrun
+          if (n > MAX_LONG_BYTES) {
+            this.#fail(`LONG4 integer of ${n} bytes exceeds the ${MAX_LONG_BYTES}-byte limit`);
+          }
           this.#push(decodeLong(this.#take(n)));
           break;
         }
@@ -286,7 +334,8 @@ class Unpickler {
           this.#push(utf8(this.#take(this.#u64())));
           break;
         case 0x54: { // BINSTRING (Python 2 str)
-          const n = this.#v.getInt32((this.#take(4), this.#pos - 4), true);
+          const n = this.#i32();
+          if (n < 0) this.#fail(`BINSTRING with negative length ${n}`);
           this.#push(latin1(this.#take(n)));
           break;
         }
@@ -342,9 +391,10 @@ class Unpickler {
           this.#list(this.#top()).push(v);
           break;
         }
-        case 0x65: { // APPENDS
+        case 0x65: { // APPENDS (a loop: spreading 600k items as arguments overflows the stack)
           const items = this.#popMark();
-          this.#list(this.#top()).push(...items);
+          const list = this.#list(this.#top());
+          for (let i = 0; i < items.length; i++) list.push(items[i]);
           break;
         }
         case 0x7d: // EMPTY_DICT
@@ -492,7 +542,9 @@ class Unpickler {
     ) {
       return new PyGlobal(mod, name);
     }
-    this.#fail(`global ${module}.${name} is not allowed (${op}); nothing was executed`);
+    this.#fail(
+      `global ${clip(module)}.${clip(name)} is not allowed (${op}); nothing was executed`,
+    );
   }
 
   #call(fn: unknown, args: readonly unknown[], kwargs: Map<unknown, unknown>, op: string): unknown {
@@ -500,6 +552,7 @@ class Unpickler {
     const full = fn.fullName;
     const builtin = BUILTIN_GLOBALS[full];
     if (builtin !== undefined && Object.hasOwn(BUILTIN_GLOBALS, full)) {
+      this.#spend(args.reduce<number>((s, a) => s + sizeOf(a), 0), full);
       return builtin(args, `${this.#at()}: ${full}`);
     }
     if (full === "copyreg._reconstructor") {
@@ -535,10 +588,26 @@ export function pickledAttributes(dict: Map<unknown, unknown>): unknown {
   return MAP_ATTRIBUTES.get(dict);
 }
 
+/** Elements the allowlisted calls of a pickle of `n` bytes may copy in all. */
+function budgetFor(n: number): number {
+  return n + (1 << 20);
+}
+
+/** Elements a builtin call would copy out of `x` (its length or size). */
+function sizeOf(x: unknown): number {
+  if (typeof x === "string" || Array.isArray(x) || x instanceof Uint8Array) return x.length;
+  if (x instanceof Map || x instanceof Set) return x.size;
+  return 1;
+}
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+/** Little-endian two's complement bytes to an integer, in linear time (one hex parse). */
 function decodeLong(bytes: Uint8Array): number | bigint {
   if (bytes.length === 0) return 0;
-  let v = 0n;
-  for (let i = bytes.length - 1; i >= 0; i--) v = (v << 8n) | BigInt(bytes[i]);
+  const digits: string[] = [];
+  for (let i = bytes.length - 1; i >= 0; i--) digits.push(HEX[bytes[i]]);
+  let v = BigInt(`0x${digits.join("")}`);
   if (bytes[bytes.length - 1] & 0x80) v -= 1n << BigInt(bytes.length * 8);
   return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER)
     ? Number(v)
@@ -560,7 +629,7 @@ function latin1(b: Uint8Array): string {
 function iterableOf(x: unknown, at: string): Iterable<unknown> {
   if (Array.isArray(x) || x instanceof Set) return x;
   if (x instanceof Map) return x.keys();
-  throw new Error(`${at}: argument is not a list, tuple, set or dict`);
+  throw new FormatError(`${at}: argument is not a list, tuple, set or dict`);
 }
 
 function toMap(x: unknown, at: string): Map<unknown, unknown> {
@@ -568,26 +637,31 @@ function toMap(x: unknown, at: string): Map<unknown, unknown> {
   if (x === undefined || x === null) return m;
   if (x instanceof Map) return new Map(x);
   for (const pair of iterableOf(x, at)) {
-    if (!Array.isArray(pair) || pair.length !== 2) throw new Error(`${at}: item is not a pair`);
+    if (!Array.isArray(pair) || pair.length !== 2) {
+      throw new FormatError(`${at}: item is not a pair`);
+    }
     m.set(pair[0], pair[1]);
   }
   return m;
 }
 
 function encodeString(s: unknown, encoding: unknown, at: string): Uint8Array {
-  if (typeof s !== "string") throw new Error(`${at}: needs a string`);
-  const enc = String(encoding).toLowerCase().replace("_", "-");
+  if (typeof s !== "string") throw new FormatError(`${at}: needs a string`);
+  if (typeof encoding !== "string") {
+    throw new FormatError(`${at}: encoding is ${describeValue(encoding)}, not a string`);
+  }
+  const enc = encoding.toLowerCase().replace("_", "-");
   if (enc === "latin1" || enc === "latin-1" || enc === "iso-8859-1") {
     const out = new Uint8Array(s.length);
     for (let i = 0; i < s.length; i++) {
       const c = s.charCodeAt(i);
-      if (c > 0xff) throw new Error(`${at}: character U+${c.toString(16)} is not latin-1`);
+      if (c > 0xff) throw new FormatError(`${at}: character U+${c.toString(16)} is not latin-1`);
       out[i] = c;
     }
     return out;
   }
   if (enc === "utf-8" || enc === "utf8") return new TextEncoder().encode(s);
-  throw new Error(`${at}: unsupported encoding ${String(encoding)}`);
+  throw new FormatError(`${at}: unsupported encoding ${describeValue(encoding)}`);
 }
 
 function toBytes(args: readonly unknown[], at: string): Uint8Array {
@@ -599,7 +673,7 @@ function toBytes(args: readonly unknown[], at: string): Uint8Array {
     return Uint8Array.from(x as number[]);
   }
   // bytes(n) would allocate n bytes from a 5-byte pickle: refused as a memory bomb.
-  throw new Error(`${at}: unsupported bytes/bytearray arguments`);
+  throw new FormatError(`${at}: unsupported bytes/bytearray arguments`);
 }
 
 const OPCODE_NAMES: Record<number, string> = {

@@ -5,8 +5,24 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { decode } from "fast-png";
+ * import { shapeSample } from "../demo/shapes.ts";
+ *
+ * // four 3x12x12 pictures of the demo's data set, mapped from [-1, 1] to [0, 1]
+ * const images = [0, 1, 2, 3].map((i) => ({
+ *   data: shapeSample(2333, i).pixels.map((v) => v / 2 + 0.5),
+ *   channels: 3,
+ *   height: 12,
+ *   width: 12,
+ * }));
  * const grid = makeGrid(images, Math.floor(Math.sqrt(images.length)), 2);
- * writePng("samples/sample_s2000.png", tensorToImage(grid.data, grid.channels, grid.height, grid.width), grid.width, grid.height);
+ * const bytes = tensorToImage(grid.data, grid.channels, grid.height, grid.width);
+ * const samples = await Deno.makeTempDir(); // e.g. logs/run1/samples
+ * writePng(`${samples}/sample_s2000.png`, bytes, grid.width, grid.height);
+ * const png = decode(await Deno.readFile(`${samples}/sample_s2000.png`));
+ * assert.deepEqual([png.width, png.height, png.channels], [30, 30, 3]); // 2 * (12 + 2) + 2
+ * await Deno.remove(samples, { recursive: true });
  * ```
  *
  * @module

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { FormatError } from "./format_error.ts";
+
 /** A read-only file handle that reads byte ranges by absolute offset. */
 export class RandomAccessFile {
   #file: Deno.FsFile | null;
@@ -37,8 +39,9 @@ export class RandomAccessFile {
       !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 ||
       offset + length > this.size
     ) {
+      // The range comes from a file's own fields: out of range means the file is malformed.
       return Promise.reject(
-        new Error(
+        new FormatError(
           `${this.path}: read of ${length} bytes at offset ${offset} is outside the file ` +
             `(${this.size} bytes)`,
         ),

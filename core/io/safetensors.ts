@@ -9,6 +9,7 @@
  */
 
 import { DTYPE_BYTES, isWeightDtype, rawToF32, shapeSize, type WeightDtype } from "./dtypes.ts";
+import { clip, describeValue, FormatError } from "./format_error.ts";
 import { RandomAccessFile } from "./random_access_file.ts";
 import type { TensorInfo, WeightReader } from "./weights.ts";
 
@@ -17,7 +18,8 @@ export const MAX_HEADER_BYTES = 100_000_000;
 
 const METADATA_KEY = "__metadata__";
 
-interface Entry {
+/** One tensor's header entry: byte range relative to the start of the data. */
+export interface Entry {
   dtype: WeightDtype;
   shape: number[];
   begin: number;
@@ -95,25 +97,29 @@ export class SafetensorsFile implements WeightReader {
  *
  * @example
  * ```ts
- * const st = await openSafetensors("unet/diffusion_pytorch_model.safetensors");
- * const w = await st.readF32("conv_in.weight");
+ * import assert from "node:assert/strict";
+ *
+ * const st = await openSafetensors("models/tiny_teacher/unet/diffusion_pytorch_model.safetensors");
+ * assert.deepEqual(st.info("conv_in.weight"), { dtype: "F32", shape: [16, 3, 3, 3] });
+ * const w = await st.readF32("conv_in.weight"); // reads only this tensor's bytes
+ * assert.equal(w.length, 16 * 3 * 3 * 3);
  * st.close();
  * ```
  */
 export async function openSafetensors(path: string): Promise<SafetensorsFile> {
   const file = await RandomAccessFile.open(path);
   try {
-    if (file.size < 8) throw new Error(`${path}: too short for a safetensors file`);
+    if (file.size < 8) throw new FormatError(`${path}: too short for a safetensors file`);
     const lenBytes = await file.readAt(0, 8);
     const headerLen = new DataView(lenBytes.buffer).getBigUint64(0, true);
     if (headerLen > BigInt(MAX_HEADER_BYTES)) {
-      throw new Error(
+      throw new FormatError(
         `${path}: safetensors header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit`,
       );
     }
     const n = Number(headerLen);
     if (8 + n > file.size) {
-      throw new Error(
+      throw new FormatError(
         `${path}: safetensors header length ${n} runs past the end of the file (${file.size} bytes)`,
       );
     }
@@ -126,15 +132,16 @@ export async function openSafetensors(path: string): Promise<SafetensorsFile> {
   }
 }
 
-function parseHeaderJson(path: string, bytes: Uint8Array): Record<string, unknown> {
+/** Parses safetensors header bytes as a JSON object (exported for streamed reads). */
+export function parseHeaderJson(path: string, bytes: Uint8Array): Record<string, unknown> {
   let value: unknown;
   try {
     value = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
   } catch (err) {
-    throw new Error(`${path}: safetensors header is not valid UTF-8 JSON (${err})`);
+    throw new FormatError(`${path}: safetensors header is not valid UTF-8 JSON (${err})`);
   }
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    throw new Error(`${path}: safetensors header is not a JSON object`);
+    throw new FormatError(`${path}: safetensors header is not a JSON object`);
   }
   return value as Record<string, unknown>;
 }
@@ -143,7 +150,8 @@ function isIndex(x: unknown): x is number {
   return typeof x === "number" && Number.isSafeInteger(x) && x >= 0;
 }
 
-function validateHeader(
+/** Validates a parsed header against `dataBytes` bytes of data (exported for streamed reads). */
+export function validateHeader(
   path: string,
   header: Record<string, unknown>,
   dataBytes: number,
@@ -153,40 +161,44 @@ function validateHeader(
   for (const [key, raw] of Object.entries(header)) {
     if (key === METADATA_KEY) {
       if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
-        throw new Error(`${path}: ${METADATA_KEY} must be an object of strings`);
+        throw new FormatError(`${path}: ${METADATA_KEY} must be an object of strings`);
       }
       for (const [k, v] of Object.entries(raw)) {
         if (typeof v !== "string") {
-          throw new Error(`${path}: ${METADATA_KEY}.${k} is not a string`);
+          throw new FormatError(`${path}: ${METADATA_KEY}.${clip(k)} is not a string`);
         }
         metadata[k] = v;
       }
       continue;
     }
-    const where = `${path}: tensor "${key}"`;
+    const where = `${path}: tensor ${JSON.stringify(clip(key))}`;
     if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
-      throw new Error(`${where}: header entry is not an object`);
+      throw new FormatError(`${where}: header entry is not an object`);
     }
     const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
-    if (!isWeightDtype(dtype)) throw new Error(`${where}: unknown dtype ${JSON.stringify(dtype)}`);
+    if (!isWeightDtype(dtype)) {
+      throw new FormatError(`${where}: unknown dtype ${describeValue(dtype)}`);
+    }
     if (!Array.isArray(shape) || !shape.every(isIndex)) {
-      throw new Error(`${where}: shape ${JSON.stringify(shape)} is not a list of sizes`);
+      throw new FormatError(`${where}: shape ${describeValue(shape)} is not a list of sizes`);
     }
     if (
       !Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isIndex) ||
       offsets[0] > offsets[1]
     ) {
-      throw new Error(`${where}: data_offsets ${JSON.stringify(offsets)} is not [begin, end]`);
+      throw new FormatError(
+        `${where}: data_offsets ${describeValue(offsets)} is not [begin, end]`,
+      );
     }
     const [begin, end] = offsets as number[];
     if (end > dataBytes) {
-      throw new Error(
+      throw new FormatError(
         `${where}: data_offsets [${begin}, ${end}] run past the end of the data (${dataBytes} bytes)`,
       );
     }
     const expected = shapeSize(shape) * DTYPE_BYTES[dtype];
     if (expected !== end - begin) {
-      throw new Error(
+      throw new FormatError(
         `${where}: shape [${shape}] of ${dtype} needs ${expected} bytes but data_offsets ` +
           `span ${end - begin}`,
       );
@@ -198,17 +210,17 @@ function validateHeader(
   let at = 0;
   for (const [key, e] of sorted) {
     if (e.begin < at) {
-      throw new Error(`${path}: tensor "${key}" data_offsets overlap another tensor's bytes`);
+      throw new FormatError(`${path}: tensor "${key}" data_offsets overlap another tensor's bytes`);
     }
     if (e.begin > at) {
-      throw new Error(
+      throw new FormatError(
         `${path}: tensor "${key}" data starts at ${e.begin}, leaving a gap after byte ${at}`,
       );
     }
     at = e.end;
   }
   if (at !== dataBytes) {
-    throw new Error(
+    throw new FormatError(
       `${path}: tensors cover ${at} bytes but the file holds ${dataBytes} bytes of data`,
     );
   }
@@ -239,9 +251,18 @@ const WRITE_ARRAY: Record<SafetensorsTensor["dtype"], new (...args: any[]) => Ar
  *
  * @example
  * ```ts
- * await writeSafetensors("ema.safetensors", [
- *   { name: "conv_in.bias", dtype: "F32", shape: [4], data: new Float32Array(4) },
+ * import assert from "node:assert/strict";
+ *
+ * const dir = await Deno.makeTempDir();
+ * const bias = Float32Array.from([0.5, -1, 2, 0]);
+ * await writeSafetensors(`${dir}/ema.safetensors`, [
+ *   { name: "conv_in.bias", dtype: "F32", shape: [4], data: bias },
  * ], { format: "pt" });
+ * const st = await openSafetensors(`${dir}/ema.safetensors`);
+ * assert.deepEqual(st.metadata, { format: "pt" });
+ * assert.deepEqual(await st.readF32("conv_in.bias"), bias);
+ * st.close();
+ * await Deno.remove(dir, { recursive: true });
  * ```
  */
 export async function writeSafetensors(

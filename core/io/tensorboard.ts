@@ -8,9 +8,17 @@
  *
  * @example
  * ```ts
- * const tb = new EventWriter("logs/run/tensorboard");
+ * import assert from "node:assert/strict";
+ *
+ * const workdir = await Deno.makeTempDir(); // a run's folder, e.g. logs/run1
+ * const tb = new EventWriter(`${workdir}/tensorboard`);
  * tb.addScalar("training_loss", 0.25, 20);
  * tb.close();
+ * const [version, scalar] = readEvents(tb.path); // CRCs checked
+ * assert.equal(version.fileVersion, "brain.Event:2");
+ * assert.deepEqual(scalar.values, [{ tag: "training_loss", simpleValue: 0.25 }]);
+ * assert.equal(scalar.step, 20);
+ * await Deno.remove(workdir, { recursive: true });
  * ```
  *
  * @module

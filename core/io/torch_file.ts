@@ -4,13 +4,29 @@
  * little-endian bytes, stored uncompressed). The pickle is decoded by the restricted unpickler, never
  * executed; tensor bytes are read lazily, one tensor's range at a time.
  *
+ * data.pkl is read whole, so its size is capped ({@link MAX_PICKLE_BYTES} unless told): a state
+ * dict of thousands of tensors pickles to well under a megabyte, and a deflated data.pkl that
+ * claims more is a bomb.
+ *
  * @module
  */
 
 import { DTYPE_BYTES, rawToF32, type WeightDtype } from "./dtypes.ts";
+import { clip, describeValue, FormatError } from "./format_error.ts";
 import { PyGlobal, PyObject, unpickle } from "./pickle.ts";
 import type { TensorInfo, WeightReader } from "./weights.ts";
-import { ZipReader } from "./zip.ts";
+import { DEFAULT_MAX_ENTRY_BYTES, ZipReader } from "./zip.ts";
+
+/** Largest data.pkl read by default (about 125 bytes per tensor: 130k tensors). */
+export const MAX_PICKLE_BYTES = 16 << 20;
+
+/** Options of {@link openTorchFile}. */
+export interface TorchFileOptions {
+  /** Largest data.pkl accepted, in bytes; default {@link MAX_PICKLE_BYTES}. */
+  maxPickleBytes?: number;
+  /** Largest deflated storage entry inflated whole; default 1 GiB (torch stores them raw). */
+  maxEntryBytes?: number;
+}
 
 /** torch's legacy storage class names → element type. */
 const STORAGE_DTYPES: Record<string, WeightDtype> = {
@@ -45,17 +61,20 @@ interface TensorEntry {
 export class TorchFile implements WeightReader {
   readonly #zip: ZipReader;
   readonly #tensors: Map<string, TensorEntry>;
+  readonly #maxEntryBytes: number;
 
-  private constructor(zip: ZipReader, tensors: Map<string, TensorEntry>) {
+  private constructor(zip: ZipReader, tensors: Map<string, TensorEntry>, maxEntryBytes: number) {
     this.#zip = zip;
     this.#tensors = tensors;
+    this.#maxEntryBytes = maxEntryBytes;
   }
 
   /** @internal use {@link openTorchFile}. */
-  static async open(path: string): Promise<TorchFile> {
+  static async open(path: string, opts: TorchFileOptions = {}): Promise<TorchFile> {
     const zip = await ZipReader.open(path);
     try {
-      return new TorchFile(zip, await readStateDict(zip));
+      const tensors = await readStateDict(zip, opts.maxPickleBytes ?? MAX_PICKLE_BYTES);
+      return new TorchFile(zip, tensors, opts.maxEntryBytes ?? DEFAULT_MAX_ENTRY_BYTES);
     } catch (err) {
       zip.close();
       throw err;
@@ -89,7 +108,8 @@ export class TorchFile implements WeightReader {
     const e = this.#zip.get(t.storage.entry)!;
     if (e.method === 0) return this.#zip.readRange(e.name, t.byteOffset, t.byteLength);
     // Not how torch writes, but a re-zipped archive may deflate: read the entry whole.
-    return (await this.#zip.read(e.name)).slice(t.byteOffset, t.byteOffset + t.byteLength);
+    const whole = await this.#zip.read(e.name, { maxBytes: this.#maxEntryBytes });
+    return whole.slice(t.byteOffset, t.byteOffset + t.byteLength);
   }
 
   /** Reads tensor `key` converted to float32. */
@@ -117,54 +137,76 @@ export class TorchFile implements WeightReader {
  *
  * @example
  * ```ts
- * const sd = await openTorchFile("checkpoints/score_model_s20000.pth");
+ * import assert from "node:assert/strict";
+ *
+ * // a score-model checkpoint of a tiny UNet as the original tool saves it (torch.save, zip)
+ * const sd = await openTorchFile("tests/fixtures/sample/score_model_s7.pth");
+ * assert.deepEqual(sd.info("conv_in.weight"), { dtype: "F32", shape: [8, 4, 3, 3] });
  * const w = await sd.readF32("conv_in.weight");
+ * assert.equal(w.length, 8 * 4 * 3 * 3);
+ * sd.close();
  * ```
  */
-export function openTorchFile(path: string): Promise<TorchFile> {
-  return TorchFile.open(path);
+export function openTorchFile(path: string, opts: TorchFileOptions = {}): Promise<TorchFile> {
+  return TorchFile.open(path, opts);
 }
 
-async function readStateDict(zip: ZipReader): Promise<Map<string, TensorEntry>> {
+async function readStateDict(
+  zip: ZipReader,
+  maxPickleBytes: number,
+): Promise<Map<string, TensorEntry>> {
   const path = zip.path;
   const pkl = zip.entries().find((e) => e.name === "data.pkl" || e.name.endsWith("/data.pkl"));
   if (pkl === undefined) {
-    throw new Error(`${path}: zip archive has no data.pkl (not a torch.save file)`);
+    throw new FormatError(`${path}: zip archive has no data.pkl (not a torch.save file)`);
   }
   const prefix = pkl.name.slice(0, -"data.pkl".length);
   const order = zip.get(`${prefix}byteorder`);
   if (order !== undefined) {
-    const text = new TextDecoder().decode(await zip.read(order.name)).trim();
-    if (text !== "little") throw new Error(`${path}: ${text}-endian tensor data is not supported`);
+    const text = new TextDecoder().decode(await zip.read(order.name, { maxBytes: 64 })).trim();
+    if (text !== "little") {
+      throw new FormatError(`${path}: ${clip(text)}-endian tensor data is not supported`);
+    }
   }
 
   const persistentLoad = (pid: unknown): StorageRef => {
     if (!Array.isArray(pid) || pid[0] !== "storage" || pid.length < 5) {
-      throw new Error(`${path}: unexpected persistent id in data.pkl`);
+      throw new FormatError(
+        `${path}: unexpected persistent id ${describeValue(pid)} in ${pkl.name}`,
+      );
     }
     const [, type, key, , numel] = pid;
     const dtype = type instanceof PyGlobal ? STORAGE_DTYPES[type.fullName] : undefined;
     if (dtype === undefined) {
-      const name = type instanceof PyGlobal ? type.fullName : String(type);
-      throw new Error(`${path}: storage type ${name} is not supported`);
+      throw new FormatError(`${path}: storage type ${describeValue(type)} is not supported`);
+    }
+    if (typeof key !== "string") {
+      throw new FormatError(`${path}: storage key ${describeValue(key)} is not a string`);
     }
     const entry = `${prefix}data/${key}`;
     const e = zip.get(entry);
-    if (e === undefined) throw new Error(`${path}: storage entry ${entry} is missing`);
-    if (typeof numel !== "number" || e.uncompressedSize < numel * DTYPE_BYTES[dtype]) {
-      throw new Error(`${path}: storage entry ${entry} is shorter than its ${numel} elements`);
+    if (e === undefined) throw new FormatError(`${path}: storage entry ${clip(entry)} is missing`);
+    if (!Number.isSafeInteger(numel) || (numel as number) < 0) {
+      throw new FormatError(
+        `${path}: storage entry ${entry} has element count ${describeValue(numel)}`,
+      );
     }
-    return { entry, dtype, numel };
+    if (e.uncompressedSize < (numel as number) * DTYPE_BYTES[dtype]) {
+      throw new FormatError(
+        `${path}: storage entry ${entry} is shorter than its ${numel} elements`,
+      );
+    }
+    return { entry, dtype, numel: numel as number };
   };
 
-  const root = unpickle(await zip.read(pkl.name), {
+  const root = unpickle(await zip.read(pkl.name, { maxBytes: maxPickleBytes }), {
     persistentLoad,
     source: `${path}: ${pkl.name}`,
   });
   let dict = root;
   if (dict instanceof Map && dict.get("state_dict") instanceof Map) dict = dict.get("state_dict");
   if (!(dict instanceof Map)) {
-    throw new Error(`${path}: data.pkl does not hold a dict of tensors (or a "state_dict")`);
+    throw new FormatError(`${path}: data.pkl does not hold a dict of tensors (or a "state_dict")`);
   }
   const tensors = new Map<string, TensorEntry>();
   for (const [key, value] of dict) {
@@ -175,37 +217,53 @@ async function readStateDict(zip: ZipReader): Promise<Map<string, TensorEntry>> 
   return tensors;
 }
 
+/** Wrappers a tensor may sit in (a Parameter of a subclass of a Parameter ...). */
+const MAX_TENSOR_WRAPPERS = 8;
+
 /** Interprets a recorded tensor rebuild; null for values that are not tensors. */
 function tensorOf(value: unknown, what: string): TensorEntry | null {
-  if (!(value instanceof PyObject)) return null;
-  switch (value.cls) {
-    case "torch._utils._rebuild_parameter":
-    case "torch._utils._rebuild_parameter_with_state":
-      return tensorOf(value.args[0], what);
-    case "torch._tensor._rebuild_from_type_v2": {
-      // (func, new_type, args, state): the tensor is func(*args).
-      const [fn, , args] = value.args;
-      if (!(fn instanceof PyGlobal) || !Array.isArray(args)) return null;
-      return tensorOf(new PyObject(fn.fullName, args), what);
+  // A loop with a bound, not recursion: a hostile pickle can nest wrappers without end.
+  for (let wraps = 0; value instanceof PyObject; wraps++) {
+    if (wraps > MAX_TENSOR_WRAPPERS) {
+      throw new FormatError(`${what}: tensor wrapped more than ${MAX_TENSOR_WRAPPERS} times`);
     }
-    case "torch._utils._rebuild_tensor":
-    case "torch._utils._rebuild_tensor_v2":
-      return contiguousView(value.args, what);
-    default:
-      return null;
+    switch (value.cls) {
+      case "torch._utils._rebuild_parameter":
+      case "torch._utils._rebuild_parameter_with_state":
+        value = value.args[0];
+        break;
+      case "torch._tensor._rebuild_from_type_v2": {
+        // (func, new_type, args, state): the tensor is func(*args).
+        const [fn, , args] = value.args;
+        if (!(fn instanceof PyGlobal) || !Array.isArray(args)) return null;
+        value = new PyObject(fn.fullName, args);
+        break;
+      }
+      case "torch._utils._rebuild_tensor":
+      case "torch._utils._rebuild_tensor_v2":
+        return contiguousView(value.args, what);
+      default:
+        return null;
+    }
   }
+  return null;
 }
+
+const isDim = (d: unknown): d is number => Number.isSafeInteger(d) && (d as number) >= 0;
 
 function contiguousView(args: readonly unknown[], what: string): TensorEntry {
   const [storage, offset, size, stride] = args;
   if (
     typeof storage !== "object" || storage === null || !("entry" in storage) ||
     typeof offset !== "number" || !Array.isArray(size) || !Array.isArray(stride) ||
-    size.length !== stride.length ||
-    !size.every((d) => Number.isSafeInteger(d) && d >= 0) || !Number.isSafeInteger(offset) ||
-    offset < 0
+    size.length !== stride.length || size.length > 64 || !size.every(isDim) ||
+    !stride.every(Number.isSafeInteger) || !isDim(offset)
   ) {
-    throw new Error(`${what}: malformed tensor record in data.pkl`);
+    throw new FormatError(
+      `${what}: malformed tensor record in data.pkl (storage ${describeValue(storage)}, ` +
+        `offset ${describeValue(offset)}, size ${describeValue(size)}, ` +
+        `stride ${describeValue(stride)})`,
+    );
   }
   const st = storage as StorageRef;
   const shape = size as number[];
@@ -214,7 +272,7 @@ function contiguousView(args: readonly unknown[], what: string): TensorEntry {
   let numel = 1;
   for (let i = shape.length - 1; i >= 0; i--) {
     if (shape[i] !== 1 && stride[i] !== expect) {
-      throw new Error(
+      throw new FormatError(
         `${what}: non-contiguous view (size [${shape}], stride [${stride}]); ` +
           `save it with .contiguous() first`,
       );
@@ -223,7 +281,7 @@ function contiguousView(args: readonly unknown[], what: string): TensorEntry {
     numel *= shape[i];
   }
   if (numel > 0 && offset + numel > st.numel) {
-    throw new Error(
+    throw new FormatError(
       `${what}: elements [${offset}, ${offset + numel}) lie outside its storage of ${st.numel}`,
     );
   }

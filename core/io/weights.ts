@@ -41,8 +41,16 @@ export interface WeightReader {
  *
  * @example
  * ```ts
- * const w = await openWeights("unet/diffusion_pytorch_model.bin");
- * console.log(w.keys().length, w.info("conv_in.weight"));
+ * import assert from "node:assert/strict";
+ *
+ * // the same tiny UNet's weights, saved by torch.save and as safetensors
+ * const pt = await openWeights("tests/fixtures/sample/score_model_s7.pth");
+ * const st = await openWeights("tests/fixtures/sample/unet_tiny/diffusion_pytorch_model.safetensors");
+ * assert.deepEqual(pt.keys().sort(), st.keys().sort());
+ * assert.deepEqual(pt.info("conv_in.weight"), st.info("conv_in.weight"));
+ * assert.deepEqual(await pt.readF32("conv_in.weight"), await st.readF32("conv_in.weight"));
+ * pt.close();
+ * st.close();
  * ```
  */
 export async function openWeights(path: string): Promise<WeightReader> {

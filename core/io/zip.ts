@@ -3,11 +3,29 @@
  * parsed once, and entries are read on demand. Stored (uncompressed) entries — how PyTorch writes
  * tensor data — can be read by byte range without reading the rest of the entry.
  *
+ * Deflated entries are bounded before and while inflating: an entry may declare at most
+ * {@link DEFLATE_MAX_RATIO} times its compressed size (deflate cannot do better) and at most the
+ * caller's `maxBytes` ({@link DEFAULT_MAX_ENTRY_BYTES} unless told), and inflating stops as soon as
+ * the output passes the declared size. A deflate bomb is refused with a {@link FormatError} naming
+ * the archive and entry, without ever holding more than the declared size.
+ *
  * @module
  */
 
 import { crc32, inflateRawSync } from "node:zlib";
+import { FormatError } from "./format_error.ts";
 import { RandomAccessFile } from "./random_access_file.ts";
+
+/** Deflate's best case is ~1032:1 (a 258-byte match per 2 bits); more is a lie. */
+export const DEFLATE_MAX_RATIO = 1032;
+/** What {@link ZipReader.read} inflates at most unless the caller says otherwise. */
+export const DEFAULT_MAX_ENTRY_BYTES = 1 << 30;
+
+/** Options of {@link ZipReader.read}. */
+export interface ZipReadOptions {
+  /** Refuse an entry that declares (or inflates to) more bytes than this. */
+  maxBytes?: number;
+}
 
 /** One file in the archive, as the central directory describes it. */
 export interface ZipEntry {
@@ -52,7 +70,7 @@ export class ZipReader {
       const entries = parseCentralDirectory(file.path, await file.readAt(cdOffset, cdSize), count);
       for (const e of entries.values()) {
         if (e.localHeaderOffset + 30 > cdOffset) {
-          throw new Error(`${path}: zip entry "${e.name}" starts past the entry data region`);
+          throw new FormatError(`${path}: zip entry "${e.name}" starts past the entry data region`);
         }
       }
       return new ZipReader(file, entries, cdOffset);
@@ -77,9 +95,26 @@ export class ZipReader {
     return this.#entries.get(name);
   }
 
-  /** Reads a whole entry, inflating it when deflated, and checks its CRC-32. */
-  async read(name: string): Promise<Uint8Array> {
+  /**
+   * Reads a whole entry, inflating it when deflated, and checks its size and CRC-32. An entry that
+   * declares or inflates to more than `maxBytes` is refused before that memory is used.
+   */
+  async read(name: string, opts: ZipReadOptions = {}): Promise<Uint8Array> {
     const e = this.#require(name);
+    const where = `${this.path}: zip entry "${name}"`;
+    const maxBytes = opts.maxBytes ?? DEFAULT_MAX_ENTRY_BYTES;
+    if (e.uncompressedSize > maxBytes) {
+      throw new FormatError(
+        `${where} declares ${e.uncompressedSize} bytes, more than the ${maxBytes}-byte limit ` +
+          `for it (a deflate bomb, or raise the limit)`,
+      );
+    }
+    if (e.method === 8 && e.uncompressedSize > DEFLATE_MAX_RATIO * e.compressedSize + 1024) {
+      throw new FormatError(
+        `${where} declares ${e.uncompressedSize} bytes from ${e.compressedSize} compressed: ` +
+          `more than deflate's ${DEFLATE_MAX_RATIO}:1 can give`,
+      );
+    }
     const start = await this.#dataOffset(e);
     const stored = await this.#file.readAt(start, e.compressedSize);
     let data: Uint8Array;
@@ -87,23 +122,28 @@ export class ZipReader {
       data = stored;
     } else if (e.method === 8) {
       try {
-        // maxOutputLength caps a deflate bomb at the size the directory declared.
+        // maxOutputLength stops inflating as soon as the output passes the declared size.
         const out = inflateRawSync(stored, { maxOutputLength: Math.max(1, e.uncompressedSize) });
         data = new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
       } catch (err) {
-        throw new Error(`${this.path}: zip entry "${name}" does not inflate (${err})`);
+        if ((err as { code?: string }).code === "ERR_BUFFER_TOO_LARGE") {
+          throw new FormatError(
+            `${where} inflates to more than the ${e.uncompressedSize} bytes its directory declares`,
+          );
+        }
+        throw new FormatError(`${where} does not inflate (${(err as Error).message})`);
       }
     } else {
-      throw new Error(`${this.path}: zip entry "${name}" uses unsupported method ${e.method}`);
+      throw new FormatError(`${where} uses unsupported method ${e.method}`);
     }
     if (data.byteLength !== e.uncompressedSize) {
-      throw new Error(
+      throw new FormatError(
         `${this.path}: zip entry "${name}" holds ${data.byteLength} bytes, ` +
           `directory says ${e.uncompressedSize}`,
       );
     }
     if ((crc32(data) >>> 0) !== e.crc32) {
-      throw new Error(`${this.path}: zip entry "${name}" fails its CRC-32 check`);
+      throw new FormatError(`${this.path}: zip entry "${name}" fails its CRC-32 check`);
     }
     return data;
   }
@@ -115,12 +155,15 @@ export class ZipReader {
   async readRange(name: string, offset: number, length: number): Promise<Uint8Array> {
     const e = this.#require(name);
     if (e.method !== 0) {
-      throw new Error(
+      throw new FormatError(
         `${this.path}: zip entry "${name}" is compressed; ranges need stored entries`,
       );
     }
-    if (offset < 0 || length < 0 || offset + length > e.uncompressedSize) {
-      throw new Error(
+    if (
+      !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 ||
+      offset + length > e.uncompressedSize
+    ) {
+      throw new FormatError(
         `${this.path}: range [${offset}, ${offset + length}) lies outside zip entry "${name}" ` +
           `(${e.uncompressedSize} bytes)`,
       );
@@ -135,8 +178,14 @@ export class ZipReader {
 
   #require(name: string): ZipEntry {
     const e = this.#entries.get(name);
-    if (e === undefined) throw new Error(`${this.path}: no zip entry named "${name}"`);
-    if (e.flags & 1) throw new Error(`${this.path}: zip entry "${name}" is encrypted`);
+    if (e === undefined) throw new FormatError(`${this.path}: no zip entry named "${name}"`);
+    if (e.flags & 1) throw new FormatError(`${this.path}: zip entry "${name}" is encrypted`);
+    if (e.method === 0 && e.compressedSize !== e.uncompressedSize) {
+      throw new FormatError(
+        `${this.path}: stored zip entry "${name}" declares ${e.uncompressedSize} bytes but ` +
+          `holds ${e.compressedSize}`,
+      );
+    }
     return e;
   }
 
@@ -154,11 +203,11 @@ export class ZipReader {
     const h = await this.#file.readAt(e.localHeaderOffset, 30);
     const v = new DataView(h.buffer);
     if (v.getUint32(0, true) !== SIG_LOCAL) {
-      throw new Error(`${this.path}: zip entry "${e.name}" has a bad local header signature`);
+      throw new FormatError(`${this.path}: zip entry "${e.name}" has a bad local header signature`);
     }
     const start = e.localHeaderOffset + 30 + v.getUint16(26, true) + v.getUint16(28, true);
     if (start + e.compressedSize > this.#dataLimit) {
-      throw new Error(
+      throw new FormatError(
         `${this.path}: zip entry "${e.name}" data (${e.compressedSize} bytes at ${start}) runs ` +
           `past the entry data region (truncated archive?)`,
       );
@@ -172,7 +221,7 @@ async function readEndRecord(
   file: RandomAccessFile,
 ): Promise<{ cdOffset: number; cdSize: number; count: number }> {
   const path = file.path;
-  if (file.size < EOCD_SIZE) throw new Error(`${path}: too short to be a zip archive`);
+  if (file.size < EOCD_SIZE) throw new FormatError(`${path}: too short to be a zip archive`);
   const tailLen = Math.min(file.size, EOCD_SIZE + MAX_COMMENT);
   const tailStart = file.size - tailLen;
   const tail = await file.readAt(tailStart, tailLen);
@@ -187,7 +236,7 @@ async function readEndRecord(
     }
   }
   if (at < 0) {
-    throw new Error(
+    throw new FormatError(
       `${path}: not a zip archive, or truncated (no end-of-central-directory record)`,
     );
   }
@@ -201,29 +250,31 @@ async function readEndRecord(
   if (count === 0xffff || cdSize === 0xffffffff || cdOffset === 0xffffffff) {
     // ZIP64: a locator just before the classic record points at the 64-bit record.
     const locPos = eocdPos - 20;
-    if (locPos < 0) throw new Error(`${path}: zip64 end record locator missing`);
+    if (locPos < 0) throw new FormatError(`${path}: zip64 end record locator missing`);
     const loc = new DataView((await file.readAt(locPos, 20)).buffer);
     if (loc.getUint32(0, true) !== SIG_EOCD64_LOCATOR) {
-      throw new Error(`${path}: zip64 end record locator has a bad signature`);
+      throw new FormatError(`${path}: zip64 end record locator has a bad signature`);
     }
     const rec64Pos = safeNumber(path, loc.getBigUint64(8, true));
-    if (rec64Pos + 56 > locPos) throw new Error(`${path}: zip64 end record lies out of range`);
+    if (rec64Pos + 56 > locPos) {
+      throw new FormatError(`${path}: zip64 end record lies out of range`);
+    }
     const r = new DataView((await file.readAt(rec64Pos, 56)).buffer);
     if (r.getUint32(0, true) !== SIG_EOCD64) {
-      throw new Error(`${path}: zip64 end record has a bad signature`);
+      throw new FormatError(`${path}: zip64 end record has a bad signature`);
     }
     if (r.getUint32(16, true) !== 0 || r.getUint32(20, true) !== 0) {
-      throw new Error(`${path}: multi-disk zip archives are not supported`);
+      throw new FormatError(`${path}: multi-disk zip archives are not supported`);
     }
     count = safeNumber(path, r.getBigUint64(32, true));
     cdSize = safeNumber(path, r.getBigUint64(40, true));
     cdOffset = safeNumber(path, r.getBigUint64(48, true));
     cdEnd = rec64Pos;
   } else if (disk !== 0 || cdDisk !== 0) {
-    throw new Error(`${path}: multi-disk zip archives are not supported`);
+    throw new FormatError(`${path}: multi-disk zip archives are not supported`);
   }
   if (cdOffset + cdSize > cdEnd) {
-    throw new Error(
+    throw new FormatError(
       `${path}: zip central directory (${cdSize} bytes at ${cdOffset}) runs past its end record ` +
         `(truncated archive?)`,
     );
@@ -232,7 +283,9 @@ async function readEndRecord(
 }
 
 function safeNumber(path: string, v: bigint): number {
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error(`${path}: zip64 field ${v} too large`);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new FormatError(`${path}: zip64 field ${v} too large`);
+  }
   return Number(v);
 }
 
@@ -247,13 +300,15 @@ function parseCentralDirectory(
   let p = 0;
   for (let i = 0; i < count; i++) {
     if (p + 46 > cd.length || v.getUint32(p, true) !== SIG_CENTRAL) {
-      throw new Error(`${path}: zip central directory entry ${i} has a bad signature`);
+      throw new FormatError(`${path}: zip central directory entry ${i} has a bad signature`);
     }
     const nameLen = v.getUint16(p + 28, true);
     const extraLen = v.getUint16(p + 30, true);
     const commentLen = v.getUint16(p + 32, true);
     const next = p + 46 + nameLen + extraLen + commentLen;
-    if (next > cd.length) throw new Error(`${path}: zip central directory entry ${i} is truncated`);
+    if (next > cd.length) {
+      throw new FormatError(`${path}: zip central directory entry ${i} is truncated`);
+    }
     const name = names.decode(cd.subarray(p + 46, p + 46 + nameLen));
     let uncompressedSize = v.getUint32(p + 24, true);
     let compressedSize = v.getUint32(p + 20, true);
@@ -267,8 +322,9 @@ function parseCentralDirectory(
       if (id === 0x0001) {
         let f = x + 4;
         const take = (): number => {
-          if (f + 8 > x + 4 + size) {
-            throw new Error(`${path}: zip64 extra field of "${name}" short`);
+          // Within the field as declared and within the entry's extra data as a whole.
+          if (f + 8 > Math.min(x + 4 + size, xEnd)) {
+            throw new FormatError(`${path}: zip64 extra field of "${name}" short`);
           }
           const val = safeNumber(path, v.getBigUint64(f, true));
           f += 8;
@@ -280,7 +336,7 @@ function parseCentralDirectory(
       }
       x += 4 + size;
     }
-    if (entries.has(name)) throw new Error(`${path}: duplicate zip entry "${name}"`);
+    if (entries.has(name)) throw new FormatError(`${path}: duplicate zip entry "${name}"`);
     entries.set(name, {
       name,
       method: v.getUint16(p + 10, true),

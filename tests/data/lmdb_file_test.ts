@@ -3,8 +3,9 @@ import {
   compareKeys,
   LmdbBulkWriter,
   LmdbFileReader,
-  openLmdbReader,
 } from "../../core/data/lmdb_file.ts";
+import { openLmdbPairStore } from "../../core/data/pair_store.ts";
+import { FormatError } from "../../core/io/format_error.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -150,23 +151,203 @@ if (!hasPythonLmdb()) {
 
 Deno.test({
   name: "lmdb: format-2 databases of the npm lmdb package open through it",
-  // The npm package keeps a process-exit hook and native handles; both are its own.
-  sanitizeOps: false,
-  sanitizeResources: false,
   fn: async () => {
     const dir = await Deno.makeTempDir();
     try {
-      const { open } = await import("lmdb");
-      const db = open({ path: `${dir}/db`, encoding: "binary", keyEncoding: "binary" });
-      await db.put(enc.encode("a") as unknown as Buffer, enc.encode("alpha") as unknown as Buffer);
-      await db.put(enc.encode("b") as unknown as Buffer, enc.encode("beta") as unknown as Buffer);
-      await db.close();
-      const r = await openLmdbReader(`${dir}/db`);
-      assert.equal(r.entries, 2);
-      assert.equal(dec.decode((await r.get(enc.encode("b")))!), "beta");
-      await r.close();
+      // In a child process: see _lmdb_npm_child.ts for why.
+      const child = new URL("./_lmdb_npm_child.ts", import.meta.url).pathname;
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", child, dir],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(out.stdout);
+      assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+      assert.deepEqual(JSON.parse(text.trim().split("\n").at(-1)!), { entries: 2, b: "beta" });
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+/** Reads everything a reader offers: every key, then every value. */
+async function readAll(path: string): Promise<number> {
+  const r = await LmdbFileReader.open(path);
+  try {
+    const keys: Uint8Array[] = [];
+    for await (const k of r.keys()) keys.push(k);
+    for (const k of keys) await r.get(k);
+    for (const i of [0, 5, 250, 499]) await r.get(enc.encode(String(i)));
+    return keys.length;
+  } finally {
+    await r.close();
+  }
+}
+
+/** Page `pgno` of a data file as a DataView (4096-byte pages, as LmdbBulkWriter writes). */
+const pageView = (file: Uint8Array, pgno: number) =>
+  new DataView(file.buffer, file.byteOffset + pgno * 4096, 4096);
+
+Deno.test("lmdb: corrupt files end in errors naming the file, page and field", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await writeDb(`${dir}/good`, 500);
+    const good = await Deno.readFile(`${dir}/good/data.mdb`);
+    assert.equal(await readAll(`${dir}/good`), 500);
+    const meta1 = pageView(good, 1);
+    const root = Number(meta1.getBigUint64(128, true));
+    assert.equal(meta1.getUint16(94, true), 2, "the fixture is two levels deep");
+    const rootPage = pageView(good, root);
+    assert.equal(rootPage.getUint16(10, true), 1, "root is a branch");
+    const nodeOff = (p: DataView, i: number) => p.getUint16(16 + 2 * i, true);
+    const child = (i: number) => rootPage.getUint16(nodeOff(rootPage, i), true);
+    const leaf = pageView(good, child(0));
+    // An overflow page: the first F_BIGDATA node of the first leaf names it.
+    let overflow = -1;
+    for (let i = 0; overflow < 0; i++) {
+      const off = nodeOff(leaf, i);
+      if (leaf.getUint16(off + 4, true) & 1) {
+        overflow = Number(leaf.getBigUint64(off + 8 + leaf.getUint16(off + 6, true), true));
+      }
+    }
+
+    let n = 0;
+    const corrupt = async (what: string, edit: (f: Uint8Array) => void, want: RegExp) => {
+      const f = good.slice();
+      edit(f);
+      const sub = `${dir}/c${n++}`;
+      await Deno.mkdir(sub);
+      await Deno.writeFile(`${sub}/data.mdb`, f);
+      await assert.rejects(
+        readAll(sub),
+        (err: Error) => {
+          assert.ok(err instanceof FormatError, `${what}: ${err.name}: ${err.message}`);
+          assert.ok(err.message.startsWith(`${sub}/data.mdb: `), `${what}: ${err.message}`);
+          assert.match(err.message, want, what);
+          return true;
+        },
+      );
+    };
+    const u16 = (pg: number, at: number, v: number) => (f: Uint8Array) =>
+      pageView(f, pg).setUint16(at, v, true);
+    const u32 = (pg: number, at: number, v: number) => (f: Uint8Array) =>
+      pageView(f, pg).setUint32(at, v, true);
+    const u64 = (pg: number, at: number, v: bigint) => (f: Uint8Array) =>
+      pageView(f, pg).setBigUint64(at, v, true);
+
+    // Meta pages: the page size (was reported as "no __len__ entry"), magic, root, depth.
+    await corrupt("page size 3000", u32(0, 40, 3000), /meta page 0: page size 3000 is not a power/);
+    await corrupt("page size 8192", u32(0, 40, 8192), /meta page 1 at byte 8192 has a bad magic/);
+    await corrupt("page size 0", u32(0, 40, 0), /page size 0 is not a power of two/);
+    await corrupt("meta 1 magic", u32(1, 16, 0), /meta page 1 at byte 4096 has a bad magic/);
+    await corrupt("root", u64(1, 128, 1n << 40n), /meta page 1: root page 1099511627776 is not/);
+    await corrupt("root = meta", u64(1, 128, 0n), /root page 0 is not a data page/);
+    await corrupt("depth 0", u16(1, 94, 0), /meta page 1: tree depth 0 outside 1\.\.32/);
+    await corrupt("depth 1", u16(1, 94, 1), /root page \d+ is a branch in a tree 1 deep/);
+    await corrupt("depth 3", u16(1, 94, 3), /page \d+ is a leaf at level 2 of a tree 3 deep/);
+    await corrupt("entries", u64(1, 120, 499n), /the tree holds 500 keys, the meta page says 499/);
+    // Page layout: lower/upper, node offsets, page numbers, page kinds.
+    await corrupt("leaf lower", u16(child(0), 12, 5000), /page \d+: free-space bounds lower 5000/);
+    await corrupt("leaf lower 0", u16(child(0), 12, 0), /free-space bounds lower 0, upper/);
+    await corrupt("upper", u16(child(0), 14, 9), /free-space bounds lower \d+, upper 9 are/);
+    await corrupt(
+      "node offset",
+      (f) => pageView(f, child(0)).setUint16(16, 4093, true),
+      /page \d+: node 0 at offset 4093 .* does not lie in the node area/,
+    );
+    await corrupt(
+      "key size",
+      (f) => pageView(f, child(0)).setUint16(nodeOff(leaf, 0) + 6, 60000, true),
+      /page \d+: node 0 at offset \d+ \(\d+ bytes\) does not lie in the node area/,
+    );
+    await corrupt(
+      "inline value size",
+      (f) => pageView(f, child(0)).setUint16(nodeOff(leaf, 1) + 2, 3, true),
+      /node 1 at offset \d+ \(\d+ bytes\) does not lie/,
+    );
+    await corrupt("page number", u64(child(0), 0, 77n), /page \d+: header names page 77/);
+    await corrupt("page kind", u16(child(0), 10, 4), /flags 0x4 are not a branch or leaf page/);
+    await corrupt(
+      "child out of range",
+      (f) => pageView(f, root).setUint16(nodeOff(rootPage, 1) + 4, 0x7fff, true),
+      /branch page \d+ names page 140733193388\d+, outside the data pages 2\.\.\d+/,
+    );
+    await corrupt(
+      "child is the root",
+      (f) => pageView(f, root).setUint16(nodeOff(rootPage, 1), root, true),
+      /page \d+ is a branch at level 2 of a tree 2 deep/,
+    );
+    await corrupt(
+      "shared child",
+      (f) => pageView(f, root).setUint16(nodeOff(rootPage, 1), child(0), true),
+      /page \d+ is reached twice|keys out of order/,
+    );
+    await corrupt(
+      "keys out of order",
+      (f) => {
+        // Swap the first bytes of two keys in the first leaf.
+        const p = pageView(f, child(0));
+        const a = nodeOff(leaf, 1) + 8;
+        const b = nodeOff(leaf, 2) + 8;
+        const x = p.getUint8(a);
+        p.setUint8(a, p.getUint8(b) + 1);
+        p.setUint8(b, x);
+      },
+      /keys out of order in leaf page \d+/,
+    );
+    // Overflow pages: pointer, kind, page count.
+    await corrupt(
+      "overflow pointer",
+      (f) => {
+        const off = nodeOff(leaf, 0);
+        pageView(f, child(0)).setBigUint64(off + 8 + leaf.getUint16(off + 6, true), 1n, true);
+      },
+      /leaf page \d+ names page 1, outside the data pages/,
+    );
+    await corrupt(
+      "overflow kind",
+      u16(overflow, 10, 2),
+      /page \d+, named by leaf page \d+, is not an overflow page/,
+    );
+    await corrupt(
+      "overflow count",
+      u32(overflow, 12, 0),
+      /overflow page \d+: 0 pages cannot hold the 3000-byte value/,
+    );
+    await corrupt("overflow count big", u32(overflow, 12, 1e9), /1000000000 pages cannot hold/);
+    // Truncated file: a page past the end.
+    await corrupt(
+      "truncated",
+      (f) => pageView(f, 1).setBigUint64(128, BigInt(good.length / 4096), true),
+      /root page \d+ is not a data page of the file \(\d+ pages of 4096 bytes\)/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("lmdb pair store: a corrupt page size or __keys__ is named, not 'no __len__'", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const w = await LmdbBulkWriter.create(dir);
+    await w.put(enc.encode("__len__"), enc.encode("1"));
+    await w.put(enc.encode("__keys__"), enc.encode('["0", '));
+    await w.put(enc.encode("0"), new Uint8Array(8));
+    await w.finish();
+    await assert.rejects(
+      openLmdbPairStore(dir),
+      (err: Error) =>
+        err instanceof FormatError &&
+        /^.*: __keys__ is not JSON \(.*\)$/.test(err.message) && err.message.startsWith(dir),
+    );
+    const f = await Deno.readFile(`${dir}/data.mdb`);
+    new DataView(f.buffer).setUint32(40, 16384, true);
+    await Deno.writeFile(`${dir}/data.mdb`, f);
+    await assert.rejects(
+      openLmdbPairStore(dir),
+      /data\.mdb: corrupt LMDB file \(meta page 1 at byte 16384, .* lies past the end of the file\)/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

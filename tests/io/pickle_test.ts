@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { PyGlobal, PyObject, unpickle } from "../../core/io/pickle.ts";
+import { describeValue, FormatError } from "../../core/io/format_error.ts";
+import { MAX_LONG_BYTES, PyGlobal, PyObject, unpickle } from "../../core/io/pickle.ts";
 import { fixture } from "./_fixtures.ts";
 
 const read = (name: string) => Deno.readFileSync(fixture(name));
@@ -105,4 +106,118 @@ Deno.test("unpickle: memo cycles, persistent ids, OrderedDict attributes", () =>
   assert.equal(p[0], "storage");
   assert.ok(p[1] instanceof PyGlobal && p[1].fullName === "torch.FloatStorage");
   assert.equal(p[2], "0");
+});
+
+const le32 = (n: number) => [...new Uint8Array(new Uint32Array([n >>> 0]).buffer)];
+/** `pattern` repeated `n` times, as one byte array (no argument spreading). */
+function repeat(pattern: number[], n: number): Uint8Array {
+  const out = new Uint8Array(pattern.length * n);
+  for (let i = 0; i < n; i++) out.set(pattern, i * pattern.length);
+  return out;
+}
+const cat = (...parts: Uint8Array[]) => {
+  const out = new Uint8Array(parts.reduce((s, p) => s + p.length, 0));
+  parts.reduce((at, p) => (out.set(p, at), at + p.length), 0);
+  return out;
+};
+
+Deno.test("unpickle: big LONG4 integers are capped before decoding and decoded in linear time", () => {
+  // 2 MB and 180 KB LONG4 (the latter took 46 s before): refused at once, naming source and byte.
+  for (const n of [2 << 20, 180_000, MAX_LONG_BYTES + 1]) {
+    const data = cat(bytes([0x80, 2, 0x8b], le32(n)), new Uint8Array(n).fill(0x5a), bytes("."));
+    const t0 = performance.now();
+    assert.throws(
+      () => unpickle(data, { source: "big.pkl" }),
+      (err: Error) =>
+        err instanceof FormatError &&
+        err.message ===
+          `big.pkl: byte 2: LONG4 integer of ${n} bytes exceeds the ${MAX_LONG_BYTES}-byte limit`,
+    );
+    assert.ok(performance.now() - t0 < 500, `${n} bytes: ${performance.now() - t0} ms`);
+  }
+  // At the cap it decodes, to the value computed another way (sum of b_i * 256^i, two's complement).
+  let seed = 12345;
+  const rnd = () => (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24;
+  for (const n of [1, 7, 8, 9, 255, MAX_LONG_BYTES]) {
+    for (const negative of [false, true]) {
+      const b = Uint8Array.from({ length: n }, rnd);
+      b[n - 1] = negative ? b[n - 1] | 0x80 : b[n - 1] & 0x7f;
+      let want = 0n;
+      let scale = 1n;
+      for (const x of b) {
+        want += BigInt(x) * scale;
+        scale *= 256n;
+      }
+      if (negative) want -= scale;
+      const op = n < 256 ? bytes([0x8a, n]) : bytes([0x8b], le32(n));
+      const t0 = performance.now();
+      const got = unpickle(cat(bytes([0x80, 2]), op, b, bytes("."))) as bigint | number;
+      assert.ok(performance.now() - t0 < 500);
+      assert.equal(BigInt(got), want, `${n} bytes, negative ${negative}`);
+      assert.equal(typeof got, Number.isSafeInteger(Number(want)) ? "number" : "bigint");
+    }
+  }
+  // Protocol 0's text LONG is refused as an opcode, before reading its digits.
+  assert.throws(
+    () => unpickle(cat(bytes([0x80, 2], "L"), new Uint8Array(1 << 20).fill(0x39), bytes("L\n."))),
+    /byte 2: opcode LONG \(0x4c\) is not supported/,
+  );
+  // Negative lengths are named as such.
+  assert.throws(
+    () => unpickle(bytes([0x80, 2, 0x8b], le32(-5), ".")),
+    /LONG4 with negative length -5/,
+  );
+  assert.throws(
+    () => unpickle(bytes([0x80, 2, 0x54], le32(-1), ".")),
+    /BINSTRING with negative length -1/,
+  );
+});
+
+Deno.test("unpickle: 600k-item APPENDS and million-deep nesting decode without recursion", () => {
+  const n = 600_000;
+  const appends = cat(bytes([0x80, 2, 0x5d, 0x28]), repeat([0x4b, 7], n), bytes([0x65, 0x2e]));
+  const list = unpickle(appends) as number[];
+  assert.equal(list.length, n);
+  assert.ok(list.every((x) => x === 7));
+  // ((((None,),),),) one million deep: the stack machine builds it iteratively.
+  const depth = 1_000_000;
+  let v = unpickle(cat(bytes([0x80, 2, 0x4e]), repeat([0x85], depth), bytes("."))) as unknown;
+  let d = 0;
+  while (Array.isArray(v)) (v = v[0], d++);
+  assert.equal(d, depth);
+  assert.equal(v, null);
+  // Error messages describe such values without walking them.
+  assert.equal(describeValue([[[[1]]]]), "a list of 1 items");
+});
+
+Deno.test("unpickle: copies by allowlisted calls share a budget linear in the input", () => {
+  // d = {0: None, ..., 99999: None}; then OrderedDict(d) 200k times: 2e10 copies from ~1.3 MB.
+  const keys = 100_000;
+  const items = new Uint8Array(keys * 6);
+  for (let i = 0; i < keys; i++) items.set([0x4a, ...le32(i), 0x4e], i * 6);
+  const bomb = cat(
+    bytes([0x80, 2], "ccollections\nOrderedDict\n", [0x71, 0], [0x7d, 0x71, 1, 0x28]),
+    items,
+    bytes([0x75]), // SETITEMS
+    repeat([0x68, 0, 0x68, 1, 0x85, 0x52, 0x30], 200_000), // OrderedDict(d), POP
+    bytes("."),
+  );
+  const t0 = performance.now();
+  assert.throws(
+    () => unpickle(bomb, { source: "copies.pkl" }),
+    /copies\.pkl: byte \d+: collections\.OrderedDict copies more than a pickle of \d+ bytes may .*work bomb/,
+  );
+  assert.ok(performance.now() - t0 < 10_000, `${performance.now() - t0} ms`);
+  // A few such calls are fine.
+  const ok = cat(
+    bomb.subarray(0, bomb.length - 200_000 * 7 - 1),
+    repeat([0x68, 0, 0x68, 1, 0x85, 0x52], 1),
+    bytes("."),
+  );
+  assert.equal((unpickle(ok) as Map<unknown, unknown>).size, keys);
+  // _codecs.encode with a non-string encoding is named, not stringified.
+  assert.throws(
+    () => unpickle(bytes([0x80, 2], "c_codecs\nencode\nX", le32(1), "a", [0x29, 0x86, 0x52, 0x2e])),
+    /_codecs\.encode: encoding is a tuple of 0 items, not a string/,
+  );
 });

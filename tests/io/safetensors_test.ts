@@ -202,3 +202,40 @@ Deno.test("writeSafetensors refuses mismatched data and leaves no file", async (
     assert.deepEqual([...Deno.readDirSync(dir)], []);
   });
 });
+
+Deno.test("safetensors: deeply nested or huge header values are described, not stringified", async () => {
+  const deep = "[".repeat(200_000) + "]".repeat(200_000);
+  const entry = (field: string, value: string) =>
+    `{"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8], ${field}: ${value}}}`;
+  const eight = new Uint8Array(8);
+  await expectOpenError(
+    craft(entry('"dtype"', deep), eight),
+    /hostile\.safetensors: tensor "w": unknown dtype a list of 1 items$/,
+  );
+  await expectOpenError(
+    craft(entry('"shape"', deep), eight),
+    /tensor "w": shape a list of 1 items is not a list of sizes$/,
+  );
+  await expectOpenError(
+    craft(entry('"data_offsets"', `[0, ${deep}]`), eight),
+    /tensor "w": data_offsets a list of 2 items is not \[begin, end\]$/,
+  );
+  // A megabyte-long dtype string and tensor name are clipped in the message.
+  const long = "F".repeat(1 << 20);
+  await withTempDir(async (dir) => {
+    const path = `${dir}/long.safetensors`;
+    await Deno.writeFile(
+      path,
+      craft(entry('"dtype"', `"${long}"`).replace('"w"', `"${long}"`), eight),
+    );
+    await assert.rejects(openSafetensors(path), (err: Error) => {
+      assert.equal(err.name, "FormatError");
+      assert.ok(err.message.length < 400, `${err.message.length} characters`);
+      assert.match(
+        err.message,
+        /tensor "F+\.\.\. \(1048576 chars\)": unknown dtype "F+\.\.\. \(1048576 chars\)"/,
+      );
+      return true;
+    });
+  });
+});

@@ -6,6 +6,7 @@ import { openWeights } from "../../core/io/weights.ts";
 import { ZipReader } from "../../core/io/zip.ts";
 import { EXPECTED, fixture, withTempDir } from "./_fixtures.ts";
 import { buildZip } from "./_zip_builder.ts";
+import { bytes, le32, moduleUrl, repeat, runIsolated, zeroDeflate } from "./_hostile.ts";
 
 const DTYPES: Record<string, string> = {
   float32: "F32",
@@ -112,4 +113,116 @@ Deno.test("openWeights picks safetensors for safetensors files", async () => {
   } finally {
     w.close();
   }
+});
+
+Deno.test("torch .pth: a deflate bomb in data.pkl fails fast, by name, in bounded memory", async () => {
+  await withTempDir(async (dir) => {
+    const stream = zeroDeflate(1024); // 1 GiB of zeros in about 1 MB
+    const pth = (name: string, declaredSize: number, rawDeflate = stream) => {
+      const path = `${dir}/${name}.pth`;
+      Deno.writeFileSync(
+        path,
+        buildZip([{ name: "archive/data.pkl", data: new Uint8Array(0), rawDeflate, declaredSize }]),
+      );
+      return path;
+    };
+    const cases: [string, RegExp][] = [
+      // Honest header: 1 GiB is over data.pkl's limit, refused before inflating.
+      [
+        pth("honest", 2 ** 30),
+        /honest\.pth: zip entry "archive\/data\.pkl" declares 1073741824 bytes, more than the 16777216-byte limit/,
+      ],
+      // Lying header: inflating stops as soon as the output passes the declared 1000 bytes.
+      [
+        pth("lying", 1000),
+        /lying\.pth: zip entry "archive\/data\.pkl" inflates to more than the 1000 bytes/,
+      ],
+      // A declared size no deflate stream of this length can reach.
+      [
+        pth("ratio", 8 << 20, stream.subarray(0, 2048)),
+        /ratio\.pth: .*declares 8388608 bytes from 2048 compressed/,
+      ],
+    ];
+    assert.ok(Deno.statSync(`${dir}/honest.pth`).size < 1.1e6);
+    const run = await runIsolated(
+      `import { openTorchFile } from "${moduleUrl("core/io/torch_file.ts")}";`,
+      `const out = [];
+       for (const path of ${JSON.stringify(cases.map((c) => c[0]))}) {
+         const t0 = performance.now();
+         try { (await openTorchFile(path)).close(); out.push({ ok: true }); }
+         catch (e) { out.push({ name: e.name, message: e.message, ms: performance.now() - t0 }); }
+       }
+       return out;`,
+    );
+    cases.forEach(([, pattern], i) => {
+      const r = run.result[i];
+      assert.equal(r.name, "FormatError", JSON.stringify(r));
+      assert.match(r.message, pattern);
+      assert.ok(r.ms < 2000, `case ${i} took ${r.ms} ms`);
+    });
+    // A fresh Deno process peaks near 100 MiB; inflating the bomb would need over 1 GiB.
+    assert.ok(run.peakMiB < 300, `peak resident memory ${run.peakMiB} MiB`);
+    console.log(`deflate bombs refused; child peak RSS ${run.peakMiB.toFixed(0)} MiB`);
+
+    // The limit is the caller's to raise: the honest bomb then inflates (to a 64 MiB cap here).
+    const small = pth("small", 64 << 20, zeroDeflate(64));
+    await assert.rejects(
+      openTorchFile(small, { maxPickleBytes: 64 << 20 }),
+      /small\.pth: zip entry "archive\/data\.pkl" fails its CRC-32 check/,
+    );
+  });
+});
+
+Deno.test("torch .pth: hostile pickles in data.pkl end in errors naming the file", async () => {
+  await withTempDir(async (dir) => {
+    const write = (name: string, pkl: Uint8Array) => {
+      const path = `${dir}/${name}.pth`;
+      Deno.writeFileSync(path, buildZip([{ name: "archive/data.pkl", data: pkl }]));
+      return path;
+    };
+    // {"w": _rebuild_parameter(_rebuild_parameter(...(None)...))} nested 100k deep.
+    const depth = 100_000;
+    const wrap = bytes("ctorch._utils\n_rebuild_parameter\n", [0x94]); // GLOBAL + MEMOIZE
+    const deep = bytes(
+      [0x80, 4, 0x7d],
+      [0x8c, 1],
+      "w",
+      wrap,
+      repeat([0x68, 0], depth - 1), // BINGET 0
+      [0x4e],
+      repeat([0x85, 0x52], depth), // TUPLE1 REDUCE
+      [0x73, 0x2e],
+    );
+    await assert.rejects(
+      openTorchFile(write("deep", deep)),
+      /deep\.pth: tensor "w": tensor wrapped more than 8 times/,
+    );
+    // A storage whose key is a deeply nested tuple instead of a string.
+    const nested = bytes(
+      [0x80, 2, 0x7d, 0x58],
+      le32(1),
+      "w(X",
+      le32(7),
+      "storagectorch\nFloatStorage\n",
+      [0x4e],
+      repeat([0x85], 50_000), // TUPLE1 x 50k
+      "X",
+      le32(3),
+      "cpuJ",
+      le32(1),
+      "tQs.",
+    );
+    await assert.rejects(
+      openTorchFile(write("nested", nested)),
+      /nested\.pth: storage key a tuple of 1 items is not a string/,
+    );
+    // LONG4 of 2 MB: refused in milliseconds (it used to take minutes).
+    const long4 = bytes([0x80, 2, 0x8b], le32(2 << 20), new Uint8Array(2 << 20).fill(0x7f), ".");
+    const t0 = performance.now();
+    await assert.rejects(
+      openTorchFile(write("long4", long4)),
+      /long4\.pth: archive\/data\.pkl: byte 2: LONG4 integer of 2097152 bytes exceeds the 4096-byte limit/,
+    );
+    assert.ok(performance.now() - t0 < 2000);
+  });
 });

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { FormatError } from "../../core/io/format_error.ts";
 import { ZipReader } from "../../core/io/zip.ts";
 import { fixture, withTempDir } from "./_fixtures.ts";
 import { buildZip } from "./_zip_builder.ts";
@@ -117,5 +118,24 @@ Deno.test("zip: truncated or corrupted archives are refused with clear errors", 
   new DataView(cdPast.buffer).setUint32(cdPast.length - 22 + 12, 5000, true);
   await withZip(cdPast, async (p) => {
     await assert.rejects(ZipReader.open(p), /central directory .* runs past its end record/);
+  });
+});
+
+Deno.test("zip: a zip64 field longer than the entry's extra data is named, not read past", async () => {
+  const files = [{ name: "a/data.pkl", data: enc.encode("first entry") }];
+  const zip = buildZip(files, true);
+  const dv = new DataView(zip.buffer);
+  // The central entry follows the local header (30 + name + 3 padding) and the data.
+  const cd = 30 + 10 + 3 + 11;
+  assert.equal(dv.getUint32(cd, true), 0x02014b50);
+  // The entry's extra data shrinks to 12 bytes; its zip64 field still says 24 (3 values).
+  dv.setUint16(cd + 30, 12, true);
+  await withZip(zip, async (p) => {
+    await assert.rejects(
+      ZipReader.open(p),
+      (err: Error) =>
+        err instanceof FormatError &&
+        err.message === `${p}: zip64 extra field of "a/data.pkl" short`,
+    );
   });
 });
