@@ -5,14 +5,19 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
  * import { Gpu, loadUNet, noGrad, Tensor, tidy } from "./mod.ts";
+ *
  * const gpu = await Gpu.open();
- * const unet = await loadUNet(gpu, "models/tiny/unet");
- * const x = Tensor.from(gpu, new Float32Array(1 * 4 * 16 * 16), [1, 4, 16, 16]);
+ * // the demo's one-step student: 3x12x12 pixels, caption states [B, 8, 32]
+ * const unet = await loadUNet(gpu, "models/tiny_student/unet");
+ * const x = Tensor.from(gpu, new Float32Array(1 * 3 * 12 * 12), [1, 3, 12, 12]);
  * const t = Tensor.from(gpu, [999], [1]);
- * const ctx = Tensor.from(gpu, new Float32Array(1 * 77 * 32), [1, 77, 32]);
+ * const ctx = Tensor.from(gpu, new Float32Array(1 * 8 * 32), [1, 8, 32]);
  * const out = tidy(() => noGrad(() => unet.forward(x, t, ctx)));
- * console.log(await out.toF32());
+ * const v = await out.toF32(); // the velocity, on the host
+ * assert.equal(v.length, 3 * 12 * 12);
+ * assert.ok(v.every(Number.isFinite));
  * ```
  * @module
  */

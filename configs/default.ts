@@ -61,7 +61,7 @@ export interface DefaultOptimConfig {
   eps: number;
   /** Linear warm-up steps (multiplied by gradient_accumulation_steps, as the original does). */
   warmup: number;
-  /** Clip the global gradient norm to this value. */
+  /** Clip the global gradient norm to this value (<= 0: no clipping). */
   grad_clip: number;
 }
 
@@ -97,6 +97,25 @@ export const defaultSchema: ConfigSchema = {
     "training.timestep_orientation": ["original", "pretrained"],
     "training.objective": ["reflow", "diffusion"],
     "device": ["auto", "gpu", "cpu"],
+  },
+  lengths: { "optim.betas": 2 },
+  // torch.optim.AdamW's own checks for lr, eps, betas and weight_decay.
+  ranges: {
+    "training.snapshot_freq": { min: 1 },
+    "training.sampling_freq": { min: 1 },
+    "training.log_freq": { min: 1 },
+    "training.eval_freq": { min: 1 },
+    "training.caption_dropout": { min: 0, max: 1 },
+    "data.image_size": { min: 1 },
+    "data.num_channels": { min: 1 },
+    "optim.lr": { min: 0 },
+    "optim.betas": { min: 0, max: 1, maxExclusive: true },
+    "optim.weight_decay": { min: 0 },
+    "optim.eps": { min: 0 },
+    "optim.warmup": { min: 0 },
+    // <= 0 turns clipping off; Infinity is the same as no clipping.
+    "optim.grad_clip": { allowInfinite: true },
+    "seed": {},
   },
 };
 

@@ -1,11 +1,13 @@
 /**
  * Settings of the `generate` job (the original's `prepare_args` in `reflow_generate_data.py`):
- * the teacher draws (z0, z1) pairs for captions. A flat group, as the original's Namespace.
+ * the teacher draws (z0, z1) pairs for captions. A flat group, as the original's Namespace, plus
+ * the DPM-Solver settings group.
  *
  * @module
  */
 
 import type { ConfigSchema } from "../core/config/overrides.ts";
+import type { DPMSolverOverrides } from "../core/schedulers/dpm_solver_config.ts";
 
 /** All settings of the generate job. */
 export interface GenerateConfig {
@@ -39,6 +41,14 @@ export interface GenerateConfig {
   dtype: "fp16" | "fp32";
   /** Replace pairs already present in `images/` (false: keep them and resume after them). */
   overwrite: boolean;
+  /**
+   * DPM-Solver settings that replace those of the teacher's `scheduler/scheduler_config.json`
+   * (diffusion teachers only): `preset` "teacher" keeps the file as diffusers 0.26 reads it,
+   * "diffusers-0.12" gives the original tool's diffusers (0.12): the last step ends at sigma_min
+   * (final_sigmas_type "sigma_min"), linspace timesteps, no euler_at_final, no Karras or Lu
+   * sigmas, no lambda clipping. Each other key, when not null, then sets that field.
+   */
+  dpm_solver: DPMSolverOverrides;
 }
 
 /** Integer settings and fixed choices of the generate config. */
@@ -47,8 +57,26 @@ export const schema: ConfigSchema = {
   choices: {
     split: ["train", "val"],
     dtype: ["fp16", "fp32"],
+    "dpm_solver.preset": ["teacher", "diffusers-0.12"],
+    "dpm_solver.final_sigmas_type": ["zero", "sigma_min"],
+    "dpm_solver.timestep_spacing": ["linspace", "leading", "trailing"],
   },
-  nullable: { part: "number" },
+  nullable: {
+    part: "number",
+    "dpm_solver.final_sigmas_type": "string",
+    "dpm_solver.timestep_spacing": "string",
+    "dpm_solver.lower_order_final": "boolean",
+    "dpm_solver.euler_at_final": "boolean",
+  },
+  ranges: {
+    infer_steps: { min: 1 },
+    seed: {},
+    devices: { min: 0 },
+    total_nums: { min: 1 },
+    bs: { min: 1 },
+    part: { min: 0 },
+    guidance_scale: {},
+  },
 };
 
 /** A fresh copy of the generate settings. */
@@ -69,5 +97,12 @@ export function getConfig(): GenerateConfig {
     negative_prompt: "",
     dtype: "fp16",
     overwrite: false,
+    dpm_solver: {
+      preset: "teacher",
+      final_sigmas_type: null,
+      timestep_spacing: null,
+      lower_order_final: null,
+      euler_at_final: null,
+    },
   };
 }

@@ -77,6 +77,16 @@ export const schema: ConfigSchema = {
     "sampling.randz0": ["fix", "random"],
     "sampling.use_ode_sampler": ["euler", "rk45"],
   },
+  lengths: defaultSchema.lengths,
+  ranges: {
+    ...defaultSchema.ranges,
+    "sampling.init_noise_scale": { min: 0, minExclusive: true },
+    "sampling.batch_size": { min: 1 },
+    "sampling.num_samples": { min: 1 },
+    "sampling.sample_N": { min: 1 },
+    "data.dl_workers": { min: 0 },
+    "ema.decay": { min: 0, max: 1 },
+  },
 };
 
 /** A fresh copy of the sample settings. */

@@ -142,6 +142,17 @@ export const schema: ConfigSchema = {
     "reflow.reflow_loss": ["l2", "lpips", "lpips+l2"],
   },
   nullable: { "training.ckpt_path": "string" },
+  lengths: defaultSchema.lengths,
+  ranges: {
+    ...defaultSchema.ranges,
+    "training.num_steps": { min: 1 },
+    "training.batch_size": { min: 1 },
+    "training.gradient_accumulation_steps": { min: 1 },
+    "sampling.init_noise_scale": { min: 0, minExclusive: true },
+    "sampling.sample_N": { min: 1 },
+    "data.dl_workers": { min: 0 },
+    "ema.decay": { min: 0, max: 1 },
+  },
 };
 
 /** A fresh copy of the train settings. */

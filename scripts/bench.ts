@@ -5,48 +5,133 @@
  * pairs/s (1 and 2 workers), train steps/s (and the 2-worker step-time ratio), sample images/s, and
  * the LPIPS loss's step time against L2. Prints tables and optionally writes the JSON record
  * {adapter, peak_gflops, results, jobs}.
+ *
+ * `deno task bench --sd [--scale full|small] [--models sd15,sd21,alt] [--reps N] [--json FILE]
+ * [--compare-dir DIR]` (or `--preset sd`) runs the Stable Diffusion benchmark instead
+ * (core/bench/sd_bench.ts): SD-1.5-, SD-2.1- and AltDiffusion-shaped models with random weights,
+ * at full size (a GPU) or shrunk (`--scale small`, the CPU smoke test). The JSON record
+ * {preset, scale, adapter, date, rows} is rewritten after every row, so a run cut short keeps what
+ * it measured. The job benchmarks load only when they run: the SD benchmark needs no npm package.
  */
 import { Gpu } from "../core/gpu/device.ts";
 import { measurePeak } from "../core/bench/peak.ts";
 import { BENCH_CASES } from "../core/bench/cases.ts";
 import { type BenchResult, formatTable, runCase } from "../core/bench/run.ts";
-import { benchUNet } from "../core/bench/bench_unet.ts";
-import { TEACHER_UNET_CONFIG } from "../core/demo/tiny_teacher.ts";
-import { benchGenerate } from "../core/pipeline/bench_generate.ts";
-import { benchTrain } from "../core/train/bench_train.ts";
-import { benchSample } from "../core/sample/bench_sample.ts";
-import { benchLpips } from "../core/train/bench_lpips.ts";
+import { runSdBench, type SdRow } from "../core/bench/sd_bench.ts";
+import type { SdScale } from "../core/bench/sd_configs.ts";
 
 interface Args {
   quick: boolean;
   json?: string;
   filter?: string;
   jobs?: boolean;
+  sd: boolean;
+  scale: SdScale;
+  models?: string[];
+  reps?: number;
+  compareDir?: string;
 }
 
-function parseArgs(args: string[]): Args {
-  const out: Args = { quick: false };
+const USAGE =
+  "usage: deno task bench [--quick] [--json FILE] [--filter NAME] [--jobs|--no-jobs]\n" +
+  "       deno task bench --sd|--preset sd [--scale full|small] [--models sd15,sd21,alt] " +
+  "[--reps N] [--json FILE] [--compare-dir DIR]";
+
+export function parseArgs(args: string[]): Args {
+  const out: Args = { quick: false, sd: false, scale: "full" };
+  const value = (i: number, flag: string): string => {
+    const v = args[i];
+    if (v === undefined || v.startsWith("--")) throw new Error(`bench: ${flag} needs a value`);
+    return v;
+  };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === "--quick") out.quick = true;
     else if (a === "--jobs") out.jobs = true;
     else if (a === "--no-jobs") out.jobs = false;
-    else if (a === "--json") out.json = args[++i];
-    else if (a === "--filter") out.filter = args[++i];
+    else if (a === "--json") out.json = value(++i, a);
+    else if (a === "--filter") out.filter = value(++i, a);
+    else if (a === "--sd") out.sd = true;
+    else if (a === "--preset") {
+      const p = value(++i, a);
+      if (p !== "sd") throw new Error(`bench: unknown --preset '${p}' (known: sd)`);
+      out.sd = true;
+    } else if (a === "--scale") {
+      const s = value(++i, a);
+      if (s !== "full" && s !== "small") {
+        throw new Error(`bench: --scale must be full or small, got '${s}'`);
+      }
+      out.scale = s;
+    } else if (a === "--models") out.models = value(++i, a).split(",").filter(Boolean);
+    else if (a === "--reps") {
+      const r = Number(value(++i, a));
+      if (!Number.isInteger(r) || r < 1) {
+        throw new Error(`bench: --reps must be a positive integer`);
+      }
+      out.reps = r;
+    } else if (a === "--compare-dir") out.compareDir = value(++i, a);
     else if (a === "--help" || a === "-h") {
-      console.log(
-        "usage: deno task bench [--quick] [--json FILE] [--filter NAME] [--jobs|--no-jobs]",
-      );
+      console.log(USAGE);
       Deno.exit(0);
     } else throw new Error(`bench: unknown argument '${a}'`);
   }
-  if (args.includes("--json") && !out.json) throw new Error("bench: --json needs a file name");
+  const sdOnly = out.models || out.reps || out.compareDir || args.includes("--scale");
+  if (sdOnly && !out.sd) {
+    throw new Error("bench: --scale, --models, --reps and --compare-dir belong to --sd");
+  }
   return out;
+}
+
+/** Writes `text` to `path` through a temporary name, so readers never see half a file. */
+async function writeAtomic(path: string, text: string): Promise<void> {
+  const tmp = `${path}.tmp-${Deno.pid}`;
+  await Deno.writeTextFile(tmp, text);
+  await Deno.rename(tmp, path);
+}
+
+/** The Stable Diffusion benchmark; the JSON record is rewritten after every row. */
+async function mainSd(gpu: Gpu, opts: Args): Promise<void> {
+  const adapter = gpu.describe();
+  const record = {
+    preset: "sd",
+    scale: opts.scale,
+    adapter,
+    adapter_info: {
+      vendor: gpu.info.vendor,
+      architecture: gpu.info.architecture,
+      device: gpu.info.device,
+      description: gpu.info.description,
+      adapter_features: [...gpu.adapter.features].sort(),
+    },
+    date: new Date().toISOString(),
+    rows: [] as SdRow[],
+  };
+  console.log(`bench --sd (${opts.scale}): ${gpu.summary()}`);
+  await runSdBench(gpu, {
+    scale: opts.scale,
+    models: opts.models,
+    reps: opts.reps,
+    compareDir: opts.compareDir,
+    log: (line) => console.log(line),
+    onRow: async (row) => {
+      record.rows.push(row);
+      if (opts.json) await writeAtomic(opts.json, JSON.stringify(record, null, 2) + "\n");
+    },
+  });
+  if (opts.json) console.log(`wrote ${opts.json}`);
 }
 
 async function main(): Promise<void> {
   const opts = parseArgs(Deno.args);
   const gpu = await Gpu.open();
+  if (opts.sd) {
+    try {
+      await mainSd(gpu, opts);
+    } finally {
+      await gpu.close();
+    }
+    return;
+  }
   const adapter = gpu.describe();
   console.log(
     `adapter: ${adapter.description} (vendor ${adapter.vendor}, fallback ${adapter.fallback})`,
@@ -87,6 +172,13 @@ async function main(): Promise<void> {
 
 /** Model and job benchmarks (each logs its figures as it finishes). */
 async function runJobs(gpu: Gpu, quick: boolean): Promise<Record<string, unknown>> {
+  // Loaded here: these modules pull in npm packages the SD benchmark does without.
+  const { benchUNet } = await import("../core/bench/bench_unet.ts");
+  const { TEACHER_UNET_CONFIG } = await import("../core/demo/tiny_teacher.ts");
+  const { benchGenerate } = await import("../core/pipeline/bench_generate.ts");
+  const { benchTrain } = await import("../core/train/bench_train.ts");
+  const { benchSample } = await import("../core/sample/bench_sample.ts");
+  const { benchLpips } = await import("../core/train/bench_lpips.ts");
   const jobs: Record<string, unknown> = {};
   const step = async (name: string, fn: () => Promise<unknown>) => {
     const t0 = performance.now();

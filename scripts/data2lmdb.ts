@@ -1,13 +1,15 @@
 /**
- * `deno task data2lmdb --dpath <root>/content/images`: packs the pair .npy files of a generation
- * run into `<root>/content/lmdb` (key i = pair i, checked against captions.txt).
+ * `deno task data2lmdb --dpath <root>/content/images [--format original]`: packs the pair .npy
+ * files of a generation run into `<root>/content/lmdb` (key i = pair i, checked against
+ * captions.txt), in this project's format or, with `--format original`, the original Python tool's
+ * (pickled values), which its training reads.
  *
  * @module
  */
 
 import { Command } from "commander";
 import cliProgress from "cli-progress";
-import { data2lmdb } from "../core/data/data2lmdb.ts";
+import { data2lmdb, LMDB_FORMATS, type LmdbFormat } from "../core/data/data2lmdb.ts";
 
 const program = new Command()
   .name("data2lmdb")
@@ -18,12 +20,26 @@ const program = new Command()
   )
   .option("--batch-size <n>", "pairs read and written per batch", "256")
   .option("--overwrite", "replace an existing <content>/lmdb", false)
+  .option(
+    "--format <format>",
+    'value format: "reflow" (this project\'s, .npy bytes) or "original" (the original Python ' +
+      "tool's pickled LMDB_ndarray values, readable by its training)",
+    "reflow",
+  )
   .parse(["deno", "data2lmdb", ...Deno.args]);
 
-const opts = program.opts<{ dpath: string; batchSize: string; overwrite: boolean }>();
+const opts = program.opts<
+  { dpath: string; batchSize: string; overwrite: boolean; format: string }
+>();
 const batchSize = Number(opts.batchSize);
 if (!Number.isSafeInteger(batchSize) || batchSize <= 0) {
   console.error(`--batch-size must be a positive integer, got ${opts.batchSize}`);
+  Deno.exit(2);
+}
+if (!(LMDB_FORMATS as readonly string[]).includes(opts.format)) {
+  console.error(
+    `--format must be one of ${LMDB_FORMATS.join(", ")}, got ${JSON.stringify(opts.format)}`,
+  );
   Deno.exit(2);
 }
 
@@ -37,6 +53,7 @@ try {
     dpath: opts.dpath,
     batchSize,
     overwrite: opts.overwrite,
+    format: opts.format as LmdbFormat,
     onProgress: (done, total) => {
       if (!started) {
         bar.start(total, 0);
@@ -47,7 +64,8 @@ try {
   });
   if (started) bar.stop();
   console.log(
-    `wrote ${result.count} pairs of shape [2, ${result.shape.join(", ")}] to ${result.lmdbPath}`,
+    `wrote ${result.count} pairs of shape [2, ${result.shape.join(", ")}] to ${result.lmdbPath}` +
+      (result.format === "original" ? " (the original tool's format)" : ""),
   );
 } catch (err) {
   if (started) bar.stop();

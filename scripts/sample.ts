@@ -7,6 +7,11 @@
  * `sampling.ckpt_path` (safetensors, the original's `.pth`, or a diffusers UNet folder) integrated
  * with Euler or RK45 from the eval data's z0 (or seeded noise), decoded with the model folder's VAE,
  * written to the eval folder with `caption.txt`, `sample.log` and `summary.json`.
+ *
+ * Under `mpirun -np N` or `srun` (several GPUs or machines), rank r samples its contiguous share of
+ * the indices on the adapter of its local rank (`--devices`, default adapter k for local rank k)
+ * and writes `summary.rank{r}.json`, `caption.rank{r}.txt` and `manifest/rank{r}.json`.
+ * `--devices 0000:01:00.0` also picks the adapter of a single process.
  */
 import { loadJobConfig, parseJobArgs } from "../core/config/overrides.ts";
 import { Gpu } from "../core/gpu/device.ts";
@@ -17,6 +22,9 @@ import {
   readPromptsFile,
   runSample,
 } from "../core/sample/run_sample.ts";
+import { detectLaunch } from "../core/dist/launch_env.ts";
+import { bindLocalRank } from "../core/dist/mpi_job.ts";
+import { checkBoundAdapter, listAdapters, splitDevicesFlag } from "../core/gpu/adapter_binding.ts";
 
 /** Pulls every `--prompt <text>` / `--prompt=<text>` out of argv (commander keeps only the last). */
 function takePrompts(argv: readonly string[]): { rest: string[]; prompts: string[] } {
@@ -77,12 +85,36 @@ async function main(): Promise<void> {
         description: "RK45 rtol = atol (the original's ode_tol)",
         default: String(DEFAULT_ODE_TOL),
       },
+      {
+        flags: "--devices <list>",
+        description: "adapter (or, under mpirun/srun, adapters by local rank): indices, PCI bus " +
+          "ids or vendor:device ids, comma-separated",
+      },
+      { flags: "--share_adapter", description: "allow several ranks of a machine on one adapter" },
     ],
   });
   const config = await loadJobConfig<SampleConfig>(args);
   const file = args.options.prompts_file;
   if (typeof file === "string") prompts.push(...(await readPromptsFile(file)));
+  // One adapter per rank (issue 12), one share of the samples per rank (issue 14).
+  const launch = detectLaunch(Deno.env.toObject());
+  const devices = typeof args.options.devices === "string"
+    ? splitDevicesFlag(args.options.devices)
+    : undefined;
+  if (launch || devices) {
+    bindLocalRank(
+      await listAdapters(),
+      launch?.localRank ?? 0,
+      launch ? launch.localSize : 1,
+      devices,
+      args.options.share_adapter === true,
+    );
+  }
   const gpu = await Gpu.open();
+  console.error(
+    `sample${launch ? ` rank ${launch.rank}/${launch.worldSize}` : ""}: adapter ` +
+      checkBoundAdapter(gpu.info),
+  );
   await runSample({
     gpu,
     config,
@@ -91,6 +123,7 @@ async function main(): Promise<void> {
     sigmaVar: numberOption(args.options.sigma_var, "--sigma_var", 0, false),
     odeTol: numberOption(args.options.ode_tol, "--ode_tol", 0, true),
     comment: args.comment,
+    shard: launch ? { rank: launch.rank, worldSize: launch.worldSize } : undefined,
   });
 }
 

@@ -2,6 +2,7 @@
 # One-step set-up for a fresh Linux machine, then a deno task:
 #   bash scripts/setup.sh demo    the whole pipeline on the tiny model shipped in the repository
 #   bash scripts/setup.sh test    the test suite
+#   bash scripts/setup.sh test-mpi the MPI tests (installs Open MPI; REFLOW_WITH_MPI=1 does for any task)
 # Installs Deno 2.9.6 from npm into .tools/ when the PATH has no Deno 2.9.6, and Mesa's lavapipe
 # (apt-get install mesa-vulkan-drivers; needs root) when Deno finds no WebGPU adapter or only one
 # that cannot run every kernel path (e.g. Mesa's OpenGL one).
@@ -64,6 +65,25 @@ fi
 if [ "$task" = test ] && ! /usr/bin/python3 -c "import numpy, lmdb" 2>/dev/null && [ "$(id -u)" -eq 0 ]; then
   apt-get install -y -qq python3-numpy python3-lmdb >/dev/null 2>&1 ||
     echo "python3-numpy/python3-lmdb unavailable: interoperability tests will skip"
+fi
+# Headless Chromium runs the web page's browser test (tests/web/web_test.ts), which skips without it.
+if [ "$task" = test ] && ! command -v chromium >/dev/null && [ "$(id -u)" -eq 0 ] &&
+  command -v apt-get >/dev/null; then
+  { apt-get install -y -qq chromium || { apt-get update -qq && apt-get install -y -qq chromium; }; } \
+    >/dev/null 2>&1 || echo "chromium unavailable: the web page's browser test will skip"
+fi
+# Open MPI only when asked (REFLOW_WITH_MPI=1, or the task test-mpi): training, generation and
+# sampling across machines with mpirun/srun. Without it the MPI tests skip, saying why.
+if [ "${REFLOW_WITH_MPI:-0}" = 1 ] || [ "$task" = test-mpi ]; then
+  if ! command -v mpirun >/dev/null || ! ldconfig -p | grep -q 'libmpi\.so\.40'; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+      echo "installing Open MPI (openmpi-bin, libopenmpi-dev)"
+      { apt-get install -y -qq openmpi-bin libopenmpi-dev ||
+        { apt-get update -qq && apt-get install -y -qq openmpi-bin libopenmpi-dev; }; } >/dev/null
+    else
+      echo "to run over MPI, install Open MPI as root: apt-get install openmpi-bin libopenmpi-dev" >&2
+    fi
+  fi
 fi
 deno install --frozen >/dev/null 2>&1 || deno install
 exec deno task "$task" "$@"

@@ -1,8 +1,8 @@
 /**
  * UNet benchmarks: forward and forward+backward (reflow loss) of a UNet2DConditionModel, in ms, with
  * the peak GPU memory of each. The small config is the SD-1.x-shaped test UNet (3 levels, cross
- * attention, 2.2 M parameters) at 32x32 latents; `sd1` is Stable Diffusion 1.x's UNet at 64x64 (for
- * real GPUs).
+ * attention, 2.2 M parameters) at 32x32 latents; `SD1_UNET` is Stable Diffusion 1.5's UNet (for
+ * real GPUs; `deno task bench --sd` runs the whole SD benchmark).
  */
 import type { Gpu } from "../gpu/device.ts";
 import { Tensor } from "../tensor/tensor.ts";
@@ -13,6 +13,7 @@ import { addInPlace } from "../kernels/binary.ts";
 import { fill } from "../kernels/fill.ts";
 import { mse } from "../kernels/mse.ts";
 import { randomNormal } from "../kernels/random.ts";
+import { SD15_UNET } from "./sd_configs.ts";
 
 export const SMALL_UNET = {
   sample_size: 32,
@@ -24,13 +25,8 @@ export const SMALL_UNET = {
   cross_attention_dim: 32,
 };
 
-export const SD1_UNET = {
-  sample_size: 64,
-  block_out_channels: [320, 640, 1280, 1280],
-  layers_per_block: 2,
-  attention_head_dim: 8,
-  cross_attention_dim: 768,
-};
+/** Stable Diffusion 1.5's UNet (the SD benchmark's config, sd_configs.ts). */
+export const SD1_UNET = SD15_UNET;
 
 export interface UNetBenchResult {
   name: string;

@@ -6,12 +6,23 @@
  *
  * @example
  * ```ts
- * const args = parseJobArgs(Deno.args, {
+ * import assert from "node:assert/strict";
+ * import type { TrainConfig } from "../../configs/train.ts";
+ *
+ * // Deno.args of `deno task train --workdir logs/run1 --config.training.batch_size=4 ...`
+ * const argv = ["--workdir", "logs/run1", "--config.training.batch_size=4"];
+ * argv.push("--config.optim.betas=(0.9,0.99)");
+ * const args = parseJobArgs(argv, {
  *   name: "train",
  *   defaultConfig: "configs/train.ts",
  *   options: [{ flags: "--workdir <dir>", description: "log folder", required: true }],
  * });
  * const config = await loadJobConfig<TrainConfig>(args);
+ * assert.equal(args.options.workdir, "logs/run1");
+ * assert.equal(config.training.batch_size, 4);
+ * assert.deepEqual(config.optim.betas, [0.9, 0.99]);
+ * args.overrides.push({ key: "training.batch_sise", value: "4" }); // a typo is an error naming it
+ * await assert.rejects(loadJobConfig<TrainConfig>(args), /training\.batch_sise/);
  * ```
  *
  * @module
@@ -29,15 +40,78 @@ export interface ConfigSchema {
   /** Dotted keys restricted to a set of values. */
   choices?: Readonly<Record<string, readonly (string | number)[]>>;
   /** Keys that may be null, with the type their non-null value has (null defaults are strings otherwise). */
-  nullable?: Readonly<Record<string, "string" | "number">>;
+  nullable?: Readonly<Record<string, "string" | "number" | "boolean">>;
+  /** Dotted keys holding a fixed number of items (tuples such as `optim.betas`). */
+  lengths?: Readonly<Record<string, number>>;
+  /** Dotted keys whose numbers must lie in a range (for lists: every element). */
+  ranges?: Readonly<Record<string, NumberRange>>;
+}
+
+/**
+ * The valid values of a numeric setting: finite numbers (unless `allowInfinite`) between `min`
+ * and `max`, each bound inclusive unless marked exclusive. NaN is never valid.
+ */
+export interface NumberRange {
+  min?: number;
+  max?: number;
+  minExclusive?: boolean;
+  maxExclusive?: boolean;
+  /** Accept +-Infinity within the bounds (e.g. "no limit"). */
+  allowInfinite?: boolean;
+}
+
+/** The range in words: ">= 0", "> 0", "in [0, 1)", "a finite number". */
+export function describeRange(r: NumberRange): string {
+  const lo = r.min !== undefined;
+  const hi = r.max !== undefined;
+  if (lo && hi) {
+    return `in ${r.minExclusive ? "(" : "["}${r.min}, ${r.max}${r.maxExclusive ? ")" : "]"}`;
+  }
+  if (lo) return `${r.minExclusive ? ">" : ">="} ${r.min}`;
+  if (hi) return `${r.maxExclusive ? "<" : "<="} ${r.max}`;
+  return "a finite number";
+}
+
+/** Whether `v` lies in `r`. */
+export function inRange(v: number, r: NumberRange): boolean {
+  if (Number.isNaN(v) || (!r.allowInfinite && !Number.isFinite(v))) return false;
+  if (r.min !== undefined && (r.minExclusive ? !(v > r.min) : !(v >= r.min))) return false;
+  if (r.max !== undefined && (r.maxExclusive ? !(v < r.max) : !(v <= r.max))) return false;
+  return true;
+}
+
+/**
+ * Why `value` (the setting `key`) breaks its schema's length or range, or null when it does not.
+ * Values of other types (strings, null, booleans) are left to the type and choice checks.
+ */
+export function schemaProblem(key: string, value: unknown, schema: ConfigSchema): string | null {
+  const length = schema.lengths?.[key];
+  if (length !== undefined && Array.isArray(value) && value.length !== length) {
+    return `must hold exactly ${length} items, got ${value.length} (${JSON.stringify(value)})`;
+  }
+  const range = schema.ranges?.[key];
+  if (range) {
+    const all = Array.isArray(value) ? value : [value];
+    for (let i = 0; i < all.length; i++) {
+      const x = all[i];
+      if (typeof x !== "number") continue;
+      if (!inRange(x, range)) {
+        const which = Array.isArray(value) ? `item ${i} (${x})` : String(x);
+        return `${which} is out of range: it must be ${describeRange(range)}`;
+      }
+    }
+  }
+  return null;
 }
 
 /** One `--config.key=value` from the command line, value still text. */
 export interface ConfigOverride {
   /** Dotted key below `config`, e.g. "training.batch_size". */
   key: string;
-  /** The text after `=` (or the next argument). */
+  /** The text after `=` (or the next argument); "" when none was given (see `bare`). */
   value: string;
+  /** `--config.key` with no value: sets a boolean to true, an error for any other setting. */
+  bare?: boolean;
 }
 
 /** A nested config: groups of settings. */
@@ -164,6 +238,7 @@ function typeError(key: string, expected: string, text: string): Error {
 }
 
 function parseScalar(key: string, text: string, kind: Kind, integer: boolean): unknown {
+  // A nullable boolean (null default) parses as a boolean, not as text.
   if (kind === "boolean") {
     const b = parseBoolean(text);
     if (b === undefined) throw typeError(key, "a boolean (true/false)", text);
@@ -256,7 +331,7 @@ export function applyOverrides<T extends object>(
     ? [...overrides]
     : Object.entries(overrides).map(([key, value]) => ({ key, value }));
   const root = config as ConfigObject;
-  for (const { key, value } of list) {
+  for (const { key, value, bare } of list) {
     const path = key.split(".");
     if (path.some((p) => p === "")) throw new Error(`Config override "config.${key}": empty key.`);
     let group: ConfigObject = root;
@@ -276,8 +351,21 @@ export function applyOverrides<T extends object>(
         }.`,
       );
     }
-    const parsed = parseOverrideValue(key, value, current, schema);
+    if (bare) {
+      if (kindOf(current) !== "boolean" && schema.nullable?.[key] !== "boolean") {
+        const kind = current === null || current === undefined
+          ? (schema.nullable?.[key] ?? "string")
+          : kindOf(current);
+        throw new Error(
+          `Config override "config.${key}" has no value; write --config.${key}=<value> ` +
+            `(${kind === "list" ? "a list like (1, 2)" : `a ${kind}`}).`,
+        );
+      }
+    }
+    const parsed = bare ? true : parseOverrideValue(key, value, current, schema);
     checkChoice(key, parsed, schema, "Config override");
+    const why = schemaProblem(key, parsed, schema);
+    if (why) throw new Error(`Config override "config.${key}": ${why}.`);
     group[name] = parsed;
   }
   return config;
@@ -298,6 +386,16 @@ export function validateConfig(config: object, schema: ConfigSchema, source = "c
   }
   for (const key of Object.keys(schema.choices ?? {})) {
     if (values.has(key)) checkChoice(key, values.get(key), schema, source + ":");
+  }
+  for (
+    const key of new Set([
+      ...Object.keys(schema.lengths ?? {}),
+      ...Object.keys(schema.ranges ?? {}),
+    ])
+  ) {
+    if (!values.has(key)) continue;
+    const why = schemaProblem(key, values.get(key), schema);
+    if (why) throw new Error(`${source}: "config.${key}" ${why}.`);
   }
 }
 
@@ -410,8 +508,9 @@ export function splitConfigOverrides(
     } else if (i + 1 < argv.length && !argv[i + 1].startsWith("--")) {
       overrides.push({ key: body, value: argv[++i] });
     } else {
-      // A bare `--config.flag` switches a boolean on, as absl's boolean flags do.
-      overrides.push({ key: body, value: "true" });
+      // A bare `--config.flag` switches a boolean on, as absl's boolean flags do; for any other
+      // setting applyOverrides reports the missing value.
+      overrides.push({ key: body, value: "", bare: true });
     }
   }
   return { rest, overrides };

@@ -1,7 +1,10 @@
 /**
- * Packs a folder of pair `.npy` files into an LMDB database beside it (`<content>/lmdb`), in the
- * format documented in `pair_store.ts`: key i holds `i.npy` (numeric order, unlike the original,
- * whose glob order could mismatch keys and captions).
+ * Packs a folder of pair `.npy` files into an LMDB database beside it (`<content>/lmdb`): key i
+ * holds pair i (numeric order, unlike the original, whose glob order could mismatch keys and
+ * captions). Two value formats: "reflow" (this project's, documented in `pair_store.ts`: the `.npy`
+ * bytes, `__len__` and `__keys__` as text) and "original" (what the original Python tool's data set
+ * reads: pickled `LMDB_ndarray` objects and pickled `__len__` / `__keys__`, see
+ * `original_lmdb_writer.ts`). This project reads both.
  *
  * @module
  */
@@ -11,6 +14,16 @@ import { decodeNpy } from "./npy.ts";
 import { LmdbBulkWriter } from "./lmdb_file.ts";
 import { KEYS_KEY, LEN_KEY, pairNpyPath, validatePair } from "./pair_store.ts";
 import { readCaptions } from "./captions.ts";
+import {
+  pickleOriginalKeys,
+  pickleOriginalLength,
+  pickleOriginalPair,
+} from "./original_lmdb_writer.ts";
+
+/** The value formats {@link data2lmdb} writes. */
+export const LMDB_FORMATS = ["reflow", "original"] as const;
+/** "reflow": `.npy` bytes and text entries; "original": the original tool's pickles. */
+export type LmdbFormat = typeof LMDB_FORMATS[number];
 
 /** Options of {@link data2lmdb}. */
 export interface Data2LmdbOptions {
@@ -20,6 +33,8 @@ export interface Data2LmdbOptions {
   batchSize?: number;
   /** Replace an existing `<content>/lmdb` (default false: refuse). */
   overwrite?: boolean;
+  /** Value format (default "reflow"). */
+  format?: LmdbFormat;
   /** Called after each batch with the number of pairs written so far and the total. */
   onProgress?: (done: number, total: number) => void;
 }
@@ -28,6 +43,7 @@ export interface Data2LmdbOptions {
 export interface Data2LmdbResult {
   lmdbPath: string;
   count: number;
+  format: LmdbFormat;
   /** [C, H, W] of every pair. */
   shape: [number, number, number];
 }
@@ -60,10 +76,17 @@ function describeIndices(indices: number[]): string {
  * database is built in a temporary folder and renamed into place when complete.
  */
 export async function data2lmdb(options: Data2LmdbOptions): Promise<Data2LmdbResult> {
-  const { dpath, batchSize = 256, overwrite = false, onProgress } = options;
+  const { dpath, batchSize = 256, overwrite = false, onProgress, format = "reflow" } = options;
   if (!Number.isSafeInteger(batchSize) || batchSize <= 0) {
     throw new Error(`batch size must be a positive integer, got ${batchSize}`);
   }
+  if (!(LMDB_FORMATS as readonly string[]).includes(format)) {
+    throw new Error(
+      `format must be one of ${LMDB_FORMATS.map((f) => `"${f}"`).join(", ")}, ` +
+        `got ${JSON.stringify(format)}`,
+    );
+  }
+  const original = format === "original";
   const content = dirname(dpath.replace(/\/+$/, ""));
   const lmdbPath = join(content, "lmdb");
   const captionsPath = join(content, "captions.txt");
@@ -106,19 +129,26 @@ export async function data2lmdb(options: Data2LmdbOptions): Promise<Data2LmdbRes
       const files = await Promise.all(idx.map((i) => Deno.readFile(pairNpyPath(dpath, i))));
       for (let k = 0; k < idx.length; k++) {
         const path = pairNpyPath(dpath, idx[k]);
-        const s = validatePair(decodeNpy(files[k], path), path);
+        const array = decodeNpy(files[k], path);
+        const s = validatePair(array, path);
         if (!shape) shape = s;
         else if (s.some((d, j) => d !== shape![j])) {
           throw new Error(`${path}: pair shape [2,${s}] differs from [2,${shape}] of 0.npy`);
         }
-        await writer.put(enc.encode(String(idx[k])), files[k]);
+        const value = original ? pickleOriginalPair(array, path) : files[k];
+        await writer.put(enc.encode(String(idx[k])), value);
       }
       await writer.flush();
       onProgress?.(end, count);
     }
-    await writer.put(enc.encode(LEN_KEY), enc.encode(String(count)));
     const keys = Array.from({ length: count }, (_, i) => String(i));
-    await writer.put(enc.encode(KEYS_KEY), enc.encode(JSON.stringify(keys)));
+    if (original) {
+      await writer.put(enc.encode(LEN_KEY), pickleOriginalLength(count));
+      await writer.put(enc.encode(KEYS_KEY), pickleOriginalKeys(keys.map((k) => enc.encode(k))));
+    } else {
+      await writer.put(enc.encode(LEN_KEY), enc.encode(String(count)));
+      await writer.put(enc.encode(KEYS_KEY), enc.encode(JSON.stringify(keys)));
+    }
     await writer.finish();
     if (overwrite) await Deno.remove(lmdbPath, { recursive: true }).catch(() => {});
     await Deno.rename(tmpPath, lmdbPath);
@@ -127,5 +157,5 @@ export async function data2lmdb(options: Data2LmdbOptions): Promise<Data2LmdbRes
     await Deno.remove(tmpPath, { recursive: true }).catch(() => {});
     throw err;
   }
-  return { lmdbPath, count, shape: shape! };
+  return { lmdbPath, count, format, shape: shape! };
 }

@@ -151,8 +151,22 @@ export class PairDataset {
  *
  * @example
  * ```ts
- * const ds = await openPairDataset("data/coco2014_reflow/train5M");
- * const { z0, z1, caption } = await ds.get(0);
+ * import assert from "node:assert/strict";
+ * import { writeTinyPairs } from "../bench/tiny_setup.ts";
+ *
+ * // a data root generated in two parts (`generate` with save_dir .../part1, .../part2)
+ * const root = await Deno.makeTempDir();
+ * await writeTinyPairs(`${root}/part1`, 3); // [2, 4, 8, 8] pairs captioned "caption {i}"
+ * await writeTinyPairs(`${root}/part2`, 2);
+ * const ds = await openPairDataset(root);
+ * assert.equal(ds.length, 5);
+ * const { z0, z1, shape, caption } = await ds.get(3); // part2's pair 0
+ * assert.deepEqual(shape, [4, 8, 8]);
+ * assert.equal(caption, "caption 0");
+ * assert.equal(z0.length, 4 * 8 * 8);
+ * assert.equal(z1.length, z0.length);
+ * await ds.close();
+ * await Deno.remove(root, { recursive: true });
  * ```
  */
 export async function openPairDataset(

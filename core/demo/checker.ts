@@ -7,8 +7,13 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { shapeSample } from "./shapes.ts";
+ *
  * const s = shapeSample(1, 0);
- * checkImage(s.pixels, s.caption).match; // true
+ * assert.equal(checkImage(s.pixels, s.caption).match, true);
+ * const other = s.caption.includes("circle") ? "a red square" : "a red circle";
+ * assert.equal(checkImage(s.pixels, other).match, false); // another shape fails
  * ```
  *
  * @module

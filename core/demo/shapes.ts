@@ -8,7 +8,12 @@
  *
  * @example
  * ```ts
- * const s = shapeSample(2333, 0); // { caption: "a cyan triangle on the left", pixels, spec }
+ * import assert from "node:assert/strict";
+ *
+ * const s = shapeSample(2333, 0); // { caption, pixels: [3, 12, 12] in [-1, 1], spec }
+ * assert.equal(s.pixels.length, CHANNELS * IMAGE_SIZE * IMAGE_SIZE);
+ * assert.equal(captionOf(s.spec), s.caption); // e.g. "a cyan triangle on the left"
+ * assert.deepEqual(shapeSample(2333, 0), s); // a pure function of (seed, index)
  * ```
  *
  * @module

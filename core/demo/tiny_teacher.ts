@@ -22,6 +22,7 @@ import { philoxNormal } from "../tensor/philox.ts";
 import { BYTE_TO_UNICODE } from "../models/tokenizers/byte_unicode.ts";
 import { ClipTokenizer } from "../models/tokenizers/clip.ts";
 import { readFolderConfig } from "../models/tokenizers/config.ts";
+import { folderFiles } from "../models/tokenizers/folder_files.ts";
 import { getConfig as getTrainConfig, type TrainConfig } from "../../configs/train.ts";
 import { allCaptions, CHANNELS, IMAGE_SIZE, shapeSample } from "./shapes.ts";
 
@@ -203,7 +204,7 @@ export async function writeTeacherTokenizer(
   const tok = new ClipTokenizer(
     new Map(Object.entries(vocab)),
     merges,
-    await readFolderConfig(tdir, {}),
+    await readFolderConfig(folderFiles(tdir), {}),
     tdir,
   );
   for (const w of captionWords()) {

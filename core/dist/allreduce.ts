@@ -1,26 +1,51 @@
 /**
- * Gradient averaging between worker processes over loopback TCP. Every worker reads its gradients
- * back in one flat Float32Array; the workers send theirs to rank 0, which sums them in rank order
- * (float64), divides by the number of workers and sends the same average back to all of them. The
- * flat arrays may carry extra values at the end (the loss, a stop flag) that are averaged alike.
+ * Gradient averaging between worker processes over loopback TCP (the zero-install exchange of one
+ * machine; `mpi_exchange.ts` is the one for several machines, behind the same interface). The
+ * workers send their flat Float32Arrays to rank 0, which sums them in rank order (float64),
+ * divides by the number of workers and sends the same average back to all of them. The flat
+ * arrays may carry extra values at the end (the loss, a stop flag) that are averaged alike. With
+ * the f16 transport the workers send f16 and rank 0 sends back the mean rounded to f16 (which
+ * rank 0 uses too, so that every rank holds the same values).
  *
  * @example
  * ```ts
- * const hub = await listenHub(2);            // rank 0
- * // start the other worker with `--port ${hub.port}`, then:
- * const ex = await hub.accept();
- * const avg = await ex.allReduceMean(flat);
+ * import assert from "node:assert/strict";
+ *
+ * const hub = listenHub(2); // rank 0
+ * // Rank 1 is normally another process, started with `--port ${hub.port}`; here it runs alongside.
+ * const [ex, worker] = await Promise.all([hub.accept(), connectWorker(hub.port, 1, 2)]);
+ * const [avg, workerAvg] = await Promise.all([
+ *   ex.allReduceMean(Float32Array.from([1, 2, 3])), // rank 0's gradients
+ *   worker.allReduceMean(Float32Array.from([3, 4, 7])), // rank 1's
+ * ]);
+ * assert.deepEqual([...avg], [2, 3, 5]);
+ * assert.deepEqual(workerAvg, avg); // every rank holds the same mean
+ * ex.close();
+ * worker.close();
  * ```
  *
  * @module
  */
 
+import { f16BitsToF32, f32ToF16Bits } from "../io/half.ts";
+
+/** How values travel: f32, or f16 (half the bytes; the mean is rounded to f16). */
+export type Transport = "f32" | "f16";
+
+/** Options of {@link GradientExchange.allReduceMean}. */
+export interface ReduceOptions {
+  transport?: Transport;
+}
+
 /** What the trainer needs from the other workers. */
 export interface GradientExchange {
   readonly rank: number;
   readonly worldSize: number;
-  /** The element-wise mean of `flat` over all workers (every worker gets the same array). */
-  allReduceMean(flat: Float32Array): Promise<Float32Array>;
+  /**
+   * The element-wise mean of `flat` over all workers (every worker gets the same values). The
+   * result may be `flat` itself, overwritten.
+   */
+  allReduceMean(flat: Float32Array, opts?: ReduceOptions): Promise<Float32Array>;
   /** Rank 0's `flat` on every worker. */
   broadcast(flat: Float32Array): Promise<Float32Array>;
   close(): void;
@@ -80,14 +105,24 @@ class FramedConn {
   }
 
   async readF32(expect: number): Promise<Float32Array> {
+    const b = await this.readValues(expect, 4);
+    return new Float32Array(b.buffer, b.byteOffset, expect);
+  }
+
+  async readF16(expect: number): Promise<Uint16Array> {
+    const b = await this.readValues(expect, 2);
+    return new Uint16Array(b.buffer.slice(b.byteOffset, b.byteOffset + expect * 2));
+  }
+
+  private async readValues(expect: number, size: number): Promise<Uint8Array> {
     const b = await this.read();
-    if (b.byteLength !== expect * 4) {
+    if (b.byteLength !== expect * size) {
       throw new Error(
-        `${this.peer} sent ${b.byteLength / 4} values, expected ${expect} (do the workers run ` +
-          `the same model and settings?)`,
+        `${this.peer} sent ${b.byteLength / size} values, expected ${expect} (do the workers ` +
+          `run the same model and settings?)`,
       );
     }
-    return new Float32Array(b.buffer, b.byteOffset, expect);
+    return b;
   }
 
   close(): void {
@@ -97,15 +132,39 @@ class FramedConn {
   }
 }
 
-const f32Bytes = (a: Float32Array) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+const f32Bytes = (a: Float32Array | Uint16Array) =>
+  new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+/**
+ * Runs exchanges one at a time in call order: callers may start several (one per gradient
+ * bucket) without waiting, and frames on a connection must not interleave.
+ */
+class Serial {
+  private tail: Promise<unknown> = Promise.resolve();
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const p = this.tail.then(fn, fn);
+    this.tail = p.catch(() => {});
+    return p;
+  }
+}
 
 /** Rank 0's side: one connection per other worker, in rank order. */
 class HubExchange implements GradientExchange {
   readonly rank = 0;
+  private readonly serial = new Serial();
   constructor(readonly worldSize: number, private readonly peers: FramedConn[]) {}
 
-  async allReduceMean(flat: Float32Array): Promise<Float32Array> {
-    const parts = await Promise.all(this.peers.map((p) => p.readF32(flat.length)));
+  allReduceMean(flat: Float32Array, opts: ReduceOptions = {}): Promise<Float32Array> {
+    return this.serial.run(() => this.reduce(flat, opts));
+  }
+
+  private async reduce(flat: Float32Array, opts: ReduceOptions): Promise<Float32Array> {
+    const f16 = opts.transport === "f16";
+    const parts = await Promise.all(
+      this.peers.map(async (p) =>
+        f16 ? f16BitsToF32(await p.readF16(flat.length)) : await p.readF32(flat.length)
+      ),
+    );
     const out = new Float32Array(flat.length);
     const inv = 1 / this.worldSize;
     for (let i = 0; i < flat.length; i++) {
@@ -113,13 +172,20 @@ class HubExchange implements GradientExchange {
       for (const p of parts) s += p[i];
       out[i] = s * inv;
     }
-    await Promise.all(this.peers.map((p) => p.write(f32Bytes(out))));
-    return out;
+    if (!f16) {
+      await Promise.all(this.peers.map((p) => p.write(f32Bytes(out))));
+      return out;
+    }
+    const bits = f32ToF16Bits(out);
+    await Promise.all(this.peers.map((p) => p.write(f32Bytes(bits))));
+    return f16BitsToF32(bits, out);
   }
 
-  async broadcast(flat: Float32Array): Promise<Float32Array> {
-    await Promise.all(this.peers.map((p) => p.write(f32Bytes(flat))));
-    return flat;
+  broadcast(flat: Float32Array): Promise<Float32Array> {
+    return this.serial.run(async () => {
+      await Promise.all(this.peers.map((p) => p.write(f32Bytes(flat))));
+      return flat;
+    });
   }
 
   close(): void {
@@ -129,19 +195,28 @@ class HubExchange implements GradientExchange {
 
 /** A worker's side: one connection to rank 0. */
 class WorkerExchange implements GradientExchange {
+  private readonly serial = new Serial();
   constructor(
     readonly rank: number,
     readonly worldSize: number,
     private readonly hub: FramedConn,
   ) {}
 
-  async allReduceMean(flat: Float32Array): Promise<Float32Array> {
+  allReduceMean(flat: Float32Array, opts: ReduceOptions = {}): Promise<Float32Array> {
+    return this.serial.run(() => this.reduce(flat, opts));
+  }
+
+  private async reduce(flat: Float32Array, opts: ReduceOptions): Promise<Float32Array> {
+    if (opts.transport === "f16") {
+      await this.hub.write(f32Bytes(f32ToF16Bits(flat)));
+      return f16BitsToF32(await this.hub.readF16(flat.length));
+    }
     await this.hub.write(f32Bytes(flat));
     return (await this.hub.readF32(flat.length)).slice();
   }
 
-  async broadcast(flat: Float32Array): Promise<Float32Array> {
-    return (await this.hub.readF32(flat.length)).slice();
+  broadcast(flat: Float32Array): Promise<Float32Array> {
+    return this.serial.run(async () => (await this.hub.readF32(flat.length)).slice());
   }
 
   close(): void {

@@ -1,8 +1,8 @@
 /**
  * Starting worker processes: rank 0 (the launching process) listens on a loopback port and starts
  * ranks 1..N-1 as `deno run -A <script> <args> --worker --rank r --world-size N --port P`, each
- * with its own WebGPU device on the shared adapter. On a machine with several GPUs, confine each
- * worker to its GPU through its environment (`env`), since Deno cannot pick an adapter.
+ * with its own WebGPU device. Deno cannot pick an adapter, so each worker is confined to its GPU
+ * through its environment (`env`: the binding of core/gpu/adapter_binding.ts).
  *
  * @module
  */
@@ -27,7 +27,7 @@ export interface StartWorkersOptions {
   /** Arguments given to every worker before the worker flags. */
   args: string[];
   worldSize: number;
-  /** Extra environment per rank (e.g. a device-visibility setting). */
+  /** Extra environment per rank (its adapter binding, see core/gpu/adapter_binding.ts). */
   env?: (rank: number) => Record<string, string>;
   /** Seconds to wait for all workers to connect (default 300). */
   connectTimeoutSecs?: number;

@@ -19,6 +19,11 @@ export interface GpuCaps {
   textureOperands: boolean;
   /** f16 storage and arithmetic (`shader-f16`, checked by running it). */
   f16: boolean;
+  /**
+   * Workgroup-memory tiled GEMM, convolution and flash-attention kernels are the default path: on a
+   * hardware adapter (not a fallback/software one, where lavapipe's texture-operand kernels win).
+   */
+  tiledKernels: boolean;
   /** Why a path is off (empty when all are on). */
   missing: string[];
 }
@@ -318,30 +323,40 @@ async function probeF16(device: GPUDevice): Promise<ProbeResult> {
 export interface CapsOverrides {
   textureOperands?: boolean;
   f16?: boolean;
+  /** Force the tiled kernels on (true) or off (false) whatever the adapter is. */
+  tiledKernels?: boolean;
 }
 
 /**
- * Reads `REFLOW_GPU_PATHS` (comma list of `no-texture`, `no-f16`), the environment switch that
- * runs the storage-only kernel paths on any adapter; unknown words are an error naming them.
+ * Reads `REFLOW_GPU_PATHS` (comma list of `no-texture`, `no-f16`, `tiled`, `no-tiled`), the
+ * environment switch that runs the storage-only kernel paths on any adapter, or forces the tiled
+ * (GPU-shaped) kernels on or off; unknown words are an error naming them.
  */
 export function overridesFromEnv(value: string | undefined): CapsOverrides {
   const o: CapsOverrides = {};
   for (const w of (value ?? "").split(",").map((s) => s.trim()).filter(Boolean)) {
     if (w === "no-texture") o.textureOperands = false;
     else if (w === "no-f16") o.f16 = false;
+    else if (w === "tiled") o.tiledKernels = true;
+    else if (w === "no-tiled") o.tiledKernels = false;
     else {
       throw new Error(
-        `REFLOW_GPU_PATHS: unknown word '${w}' (expected a comma list of no-texture, no-f16)`,
+        `REFLOW_GPU_PATHS: unknown word '${w}' (expected a comma list of no-texture, no-f16, ` +
+          `tiled, no-tiled)`,
       );
     }
   }
   return o;
 }
 
-/** Runs the probes on `device` (a few tiny dispatches and read-backs); overrides switch paths off. */
+/**
+ * Runs the probes on `device` (a few tiny dispatches and read-backs); overrides switch paths off.
+ * `fallback` is the adapter's `isFallbackAdapter`: the tiled kernels default to on elsewhere.
+ */
 export async function probeCapabilities(
   device: GPUDevice,
   overrides: CapsOverrides = {},
+  fallback = false,
 ): Promise<GpuCaps> {
   const storage = await probeStorage(device);
   if (!storage.ok) {
@@ -350,6 +365,7 @@ export async function probeCapabilities(
       textureProbe: false,
       textureOperands: false,
       f16: false,
+      tiledKernels: false,
       missing: [
         `storage compute: ${storage.why}`,
       ],
@@ -367,6 +383,7 @@ export async function probeCapabilities(
     textureProbe: tex.ok,
     textureOperands: tex.ok && overrides.textureOperands !== false,
     f16: half.ok && overrides.f16 !== false,
+    tiledKernels: overrides.tiledKernels ?? !fallback,
     missing,
   };
 }

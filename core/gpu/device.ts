@@ -25,6 +25,8 @@ const UNIFORM_ALIGN = 256;
 const ARENA_BYTES = 1 << 20;
 /** Submit after this many dispatches even without a sync point, so lavapipe and drivers stay busy. */
 const MAX_DISPATCHES_PER_SUBMIT = 2048;
+/** Bind groups kept for reuse; the cache starts over when it holds this many. */
+const MAX_CACHED_BIND_GROUPS = 1 << 16;
 
 export interface GpuOptions {
   /** Use f16 storage where the adapter has `shader-f16` (default true). */
@@ -65,6 +67,24 @@ export class Gpu {
   readonly caps: GpuCaps;
   /** Count of dispatches since creation, for benchmarks and tests. */
   dispatchCount = 0;
+  /** Count of queue submits of recorded work since creation (each costs driver time). */
+  submitCount = 0;
+  /**
+   * Host milliseconds spent inside queue.submit since creation: small on a GPU; on lavapipe a submit
+   * runs much of the work before it returns, so benchmarks report it apart from recording time.
+   */
+  submitMs = 0;
+  /** Bind groups created (a dispatch whose resources repeat an earlier one's reuses its group). */
+  bindGroupsCreated = 0;
+  /**
+   * Bind groups by pipeline and bound resources. Creating one is most of a dispatch's host time
+   * (~20 us on lavapipe's host), and a repeated step binds the same pooled buffers and uniform
+   * arena offsets in the same order, so its groups are found here. Resources are keyed by object
+   * identity: a destroyed buffer's id never comes back, so no stale group can be hit.
+   */
+  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  private readonly resourceIds = new WeakMap<object, number>();
+  private nextResourceId = 1;
   private readonly pipelines = new Map<string, Kernel>();
   private readonly pendingChecks: Promise<GpuError | null>[] = [];
   private encoder: GPUCommandEncoder | null = null;
@@ -137,7 +157,13 @@ export class Gpu {
     const device = await adapter.requestDevice({ requiredFeatures, requiredLimits });
     const env = (globalThis as { Deno?: { env: { get(k: string): string | undefined } } }).Deno
       ?.env.get("REFLOW_GPU_PATHS");
-    const caps = await probeCapabilities(device, { ...overridesFromEnv(env), ...opts.paths });
+    const fallback = (adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean })
+      .isFallbackAdapter ?? false;
+    const caps = await probeCapabilities(
+      device,
+      { ...overridesFromEnv(env), ...opts.paths },
+      fallback,
+    );
     if (!caps.compute) {
       device.destroy();
       throw new GpuError(
@@ -158,7 +184,7 @@ export class Gpu {
     vendor: string;
     backend: string;
     fallback: boolean;
-    paths: { texture: boolean; f16: boolean };
+    paths: { texture: boolean; f16: boolean; tiled: boolean };
     missing: string[];
     features: string[];
   } {
@@ -168,7 +194,11 @@ export class Gpu {
       backend: backendOf(this.caps),
       fallback: (this.info as GPUAdapterInfo & { isFallbackAdapter?: boolean }).isFallbackAdapter ??
         false,
-      paths: { texture: this.caps.textureOperands, f16: this.hasF16 },
+      paths: {
+        texture: this.caps.textureOperands,
+        f16: this.hasF16,
+        tiled: this.caps.tiledKernels,
+      },
       missing: this.caps.missing,
       features: [...this.device.features].sort(),
     };
@@ -178,6 +208,7 @@ export class Gpu {
   summary(): string {
     const d = this.describe();
     const paths = [d.paths.texture ? "texture" : "storage-only", d.paths.f16 ? "f16" : "no f16"];
+    if (d.paths.tiled) paths.push("tiled kernels");
     return `${d.description} (${d.backend}${d.fallback ? ", software" : ""}; ${paths.join(", ")})`;
   }
 
@@ -249,6 +280,7 @@ export class Gpu {
     }
     if (x === 0 || y === 0 || z === 0) return;
     const entries: GPUBindGroupEntry[] = [];
+    let key = `${this.resourceId(k.pipeline)}|`;
     if (k.usesUniforms) {
       if (!uniforms) throw new GpuError(`kernel '${k.name}' needs uniforms`);
       const size = uniforms.byteLength;
@@ -257,15 +289,23 @@ export class Gpu {
       this.arena.set(new Uint8Array(uniforms.buffer, uniforms.byteOffset, size), off);
       this.arenaUsed = off + Math.ceil(Math.max(size, 16) / UNIFORM_ALIGN) * UNIFORM_ALIGN;
       entries.push({ binding: 0, resource: { buffer: this.arenaBuffer, offset: off, size } });
+      key += `${this.resourceId(this.arenaBuffer)}:${off}:${size}|`;
     }
-    buffers.forEach((b, i) =>
-      entries.push({ binding: i + 1, resource: isBuffer(b) ? { buffer: b } : b })
-    );
-    const bindGroup = this.device.createBindGroup({
-      layout: k.pipeline.getBindGroupLayout(0),
-      entries,
-      label: k.name,
+    buffers.forEach((b, i) => {
+      entries.push({ binding: i + 1, resource: isBuffer(b) ? { buffer: b } : b });
+      key += `${this.resourceId(b)},`;
     });
+    let bindGroup = this.bindGroups.get(key);
+    if (!bindGroup) {
+      bindGroup = this.device.createBindGroup({
+        layout: k.pipeline.getBindGroupLayout(0),
+        entries,
+        label: k.name,
+      });
+      this.bindGroupsCreated++;
+      if (this.bindGroups.size >= MAX_CACHED_BIND_GROUPS) this.bindGroups.clear();
+      this.bindGroups.set(key, bindGroup);
+    }
     if (this.profiler) this.endPass(); // one pass per dispatch, each timed
     if (!this.pass) {
       // An encoder may already hold copies recorded since the last flush: keep them.
@@ -278,6 +318,16 @@ export class Gpu {
     this.batchOps.push(k.name);
     this.dispatchCount++;
     if (this.batchOps.length >= MAX_DISPATCHES_PER_SUBMIT) this.flush();
+  }
+
+  /** A stable id per GPU object (pipelines, buffers, texture views) for bind-group keys. */
+  private resourceId(o: object): number {
+    let id = this.resourceIds.get(o);
+    if (id === undefined) {
+      id = this.nextResourceId++;
+      this.resourceIds.set(o, id);
+    }
+    return id;
   }
 
   /** Records a buffer-to-buffer copy in the current batch. */
@@ -322,7 +372,11 @@ export class Gpu {
         this.device.queue.writeBuffer(this.arenaBuffer, 0, this.arena, 0, this.arenaUsed);
       }
       this.profiler?.resolve(this.encoder);
-      this.device.queue.submit([this.encoder.finish()]);
+      const cmd = this.encoder.finish();
+      const t0 = performance.now();
+      this.device.queue.submit([cmd]);
+      this.submitMs += performance.now() - t0;
+      this.submitCount++;
       this.profiler?.afterSubmit();
       this.encoder = null;
       // The arena buffer is in flight now; writes for the next batch go to a fresh one so they
@@ -338,6 +392,7 @@ export class Gpu {
     const fns = this.afterSubmit;
     this.afterSubmit = [];
     for (const f of fns) f();
+    this.pool.canonicalize();
   }
 
   private spareArenas: GPUBuffer[] = [];
@@ -478,6 +533,7 @@ export class Gpu {
     if (this.destroyed) return;
     this.flush();
     this.destroyed = true;
+    this.bindGroups.clear();
     trimTextures(this);
     this.pool.trim();
     for (const b of this.spareArenas.splice(0)) b.destroy();

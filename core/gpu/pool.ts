@@ -11,6 +11,9 @@ export class BufferPool {
   private live = 0;
   private peak = 0;
   private reserved = 0;
+  /** Creation order of every buffer made here (the canonical order of the free lists). */
+  private readonly serial = new WeakMap<GPUBuffer, number>();
+  private nextSerial = 0;
 
   constructor(private readonly device: GPUDevice, private readonly usage: GPUBufferUsageFlags) {}
 
@@ -40,6 +43,7 @@ export class BufferPool {
     if (buf) this.reserved -= size;
     else {
       buf = this.device.createBuffer({ size, usage: this.usage, label });
+      this.serial.set(buf, this.nextSerial++);
     }
     this.live += size;
     this.peak = Math.max(this.peak, this.live);
@@ -53,6 +57,19 @@ export class BufferPool {
     if (!list) this.free.set(size, list = []);
     list.push(buf);
     this.reserved += size;
+  }
+
+  /**
+   * Puts every free list in creation order (newest last, so the next acquire still takes the most
+   * recently made buffer of its size). Called at each submit: a step that repeats then gets the
+   * same buffers in the same order every time, whatever order the last step freed them in, so its
+   * bind groups can be reused.
+   */
+  canonicalize(): void {
+    const key = (b: GPUBuffer) => this.serial.get(b) ?? -1;
+    for (const list of this.free.values()) {
+      if (list.length > 1) list.sort((a, b) => key(a) - key(b));
+    }
   }
 
   /** Bytes currently held by live tensors. */

@@ -44,8 +44,9 @@ export interface WeightReader {
  * import assert from "node:assert/strict";
  *
  * // the same tiny UNet's weights, saved by torch.save and as safetensors
- * const pt = await openWeights("tests/fixtures/sample/score_model_s7.pth");
- * const st = await openWeights("tests/fixtures/sample/unet_tiny/diffusion_pytorch_model.safetensors");
+ * const dir = "tests/fixtures/sample";
+ * const pt = await openWeights(`${dir}/score_model_s7.pth`);
+ * const st = await openWeights(`${dir}/unet_tiny/diffusion_pytorch_model.safetensors`);
  * assert.deepEqual(pt.keys().sort(), st.keys().sort());
  * assert.deepEqual(pt.info("conv_in.weight"), st.info("conv_in.weight"));
  * assert.deepEqual(await pt.readF32("conv_in.weight"), await st.readF32("conv_in.weight"));

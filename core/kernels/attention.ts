@@ -29,6 +29,7 @@ import type { DType } from "../tensor/tensor.ts";
 import { checkArgs, grid1d, GRID_ARGS, linearIndex, sameDtype } from "./common.ts";
 import { type Dims, preamble, uniforms, unroll } from "./attention_common.ts";
 import { attentionTexFits, forwardTex, gradKVTex, gradQTex } from "./attention_tex.ts";
+import { forwardTiled, MAX_TILED_HEAD_DIM } from "./attention_tiled.ts";
 
 /** Rows (query rows in forward/dq, key rows in dk/dv) per workgroup: one thread each. */
 const ROWS = 64;
@@ -44,12 +45,15 @@ export interface AttentionOptions {
   /** Accepted for diffusers parity; accumulation is always f32, so it changes nothing. */
   upcast?: boolean;
   /**
-   * Kernel family: "texture" streams k/v (and in dk/dv q/dO) from packed rgba32float textures (much
-   * faster on lavapipe), "storage" through workgroup memory. Default: "texture" where the packed
-   * operands fit the texture limits (sequence lengths, batch * heads layers), else "storage".
-   * Asking for "texture" where they do not fit throws.
+   * Kernel family: "tiled" is the GPU-shaped forward of attention_tiled.ts (score tiles in
+   * workgroup memory; backward on the storage kernels), "texture" streams k/v (and in dk/dv q/dO)
+   * from packed rgba32float textures (much faster on lavapipe), "storage" through workgroup memory,
+   * one thread per row. Default: "tiled" where the adapter's caps say `tiledKernels` or the head
+   * dim exceeds the one-thread-per-row kernels' 256, else "texture" where the packed operands fit
+   * the texture limits (sequence lengths, batch * heads layers), else "storage". Asking for
+   * "texture" where they do not fit throws.
    */
-  path?: "texture" | "storage";
+  path?: "texture" | "storage" | "tiled";
 }
 
 /** Rows per shared-memory tile so that two tiles of D-wide f32 rows fit the workgroup storage. */
@@ -390,8 +394,12 @@ function dims(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions): Dims {
     throw new GpuError(`attention: last axis ${hd} is not divisible into ${h} heads (${desc})`);
   }
   const d = hd / h;
-  if (d > MAX_HEAD_DIM) {
-    throw new GpuError(`attention: head dim ${d} exceeds ${MAX_HEAD_DIM} (${desc})`);
+  if (d > MAX_TILED_HEAD_DIM || (d > MAX_HEAD_DIM && o.path !== undefined && o.path !== "tiled")) {
+    throw new GpuError(
+      `attention: head dim ${d} exceeds ${
+        d > MAX_TILED_HEAD_DIM ? MAX_TILED_HEAD_DIM : `${MAX_HEAD_DIM} on the ${o.path} path`
+      } (${desc})`,
+    );
   }
   if (lq === 0 || lk === 0 || b === 0) {
     throw new GpuError(`attention: empty sequence (${desc})`);
@@ -412,9 +420,9 @@ function dims(q: Tensor, k: Tensor, v: Tensor, o: AttentionOptions): Dims {
  *
  * const gpu = await Gpu.open();
  * // diffusers Attention: q = to_q(x), k = to_k(ctx), v = to_v(ctx), all [B, L, heads * dim_head]
- * const q = Tensor.from(gpu, Float32Array.from({ length: 3 * 8 }, (_, i) => Math.sin(i)), [1, 3, 8]);
+ * const q = Tensor.from(gpu, new Float32Array(3 * 8).map((_, i) => Math.sin(i)), [1, 3, 8]);
  * const k = Tensor.from(gpu, new Float32Array(5 * 8), [1, 5, 8]); // equal keys: equal weights
- * const v = Tensor.from(gpu, Float32Array.from({ length: 5 * 8 }, (_, i) => i), [1, 5, 8]);
+ * const v = Tensor.from(gpu, new Float32Array(5 * 8).map((_, i) => i), [1, 5, 8]);
  * const h = attention(q, k, v, { heads: 2 }); // [B, Lq, 2 * dim_head] = [1, 3, 8]
  * const out = await h.toF32(); // every query gets the mean of the 5 value rows: 16, 17, ..., 23
  * assert.ok(out.every((o, i) => Math.abs(o - (16 + (i % 8))) < 1e-4));
@@ -424,19 +432,32 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOption
   checkArgs("attention", [q, k, v], ["f32", "f16"]);
   sameDtype("attention", [q, k, v]);
   const d = dims(q, k, v, opts);
-  const allowed = q.gpu.texturePathAllowed("attention", opts.path);
+  const tiled = opts.path === "tiled" ||
+    (opts.path === undefined && (q.gpu.caps.tiledKernels || d.d > MAX_HEAD_DIM));
+  const allowed = !tiled && q.gpu.texturePathAllowed("attention", opts.path);
   const fits = allowed && attentionTexFits(q.gpu, d);
   if (opts.path === "texture" && !fits) {
     throw new GpuError(
       `attention: texture path does not fit the texture limits (q [${q.shape}], k [${k.shape}], heads ${d.h})`,
     );
   }
-  const tex = opts.path !== "storage" && fits;
-  const { out, lse } = tex ? forwardTex(q.gpu, q, k, v, d) : forward(q, k, v, d);
+  // The tiled forward saves the same base-2 log-sum-exp: its backward runs the storage kernels.
+  const tex = !tiled && opts.path !== "storage" && fits;
+  const { out, lse } = tiled
+    ? forwardTiled(q.gpu, q, k, v, d)
+    : tex
+    ? forwardTex(q.gpu, q, k, v, d)
+    : forward(q, k, v, d);
   const sq = save(q), sk = save(k), sv = save(v);
   const so = keep(out.alias());
   const sl = keep(lse);
   return record("attention", out, [q, k, v], (g) => {
+    if (d.d > MAX_HEAD_DIM) {
+      // The backward kernels keep whole head rows in registers.
+      throw new GpuError(
+        `attention: gradients need head dim <= ${MAX_HEAD_DIM}, got ${d.d} (q [${q.shape}])`,
+      );
+    }
     const dl = delta(so, g, d);
     const dq = q.requiresGrad ? (tex ? gradQTex : gradQ)(sq, sk, sv, g, sl, dl, d) : null;
     let dk: Tensor | null = null, dv: Tensor | null = null;

@@ -44,7 +44,22 @@ fn main(${GRID_ARGS}) {
 /**
  * `x` converted to `dtype`: "f32" <-> "f16", or "i32" -> "f32"/"f16". f32 -> f16 rounds to the nearest
  * f16 as the adapter converts (values beyond the f16 range are undefined in WGSL: scale first).
- * @example const h = cast(latents, "f16");
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ *
+ * const gpu = await Gpu.open();
+ * const ids = cast(Tensor.from(gpu, [3, 7], [2], "i32"), "f32");
+ * assert.deepEqual([...await ids.toF32()], [3, 7]);
+ * if (gpu.hasF16) { // f16 storage needs the adapter feature shader-f16
+ *   const latents = Tensor.from(gpu, [0.1, -2.5], [2]);
+ *   const h = cast(latents, "f16");
+ *   assert.deepEqual([...await h.toF32()], [0.0999755859375, -2.5]); // 0.1 rounded to f16
+ * }
+ * ```
  */
 export function cast(x: Tensor, dtype: DType): Tensor {
   checkArgs("cast", [x]);

@@ -16,6 +16,7 @@ import { checkArgs, sameDtype, wgslType } from "./common.ts";
 import { sumTo } from "./reduce.ts";
 import { type ConvGeo, convTexFits, convTexForward, convUniforms } from "./conv2d_tex.ts";
 import { convTexBackward, convTexBackwardFits } from "./conv2d_tex_backward.ts";
+import { convTiledDw, convTiledDx, convTiledForward } from "./conv2d_tiled.ts";
 import {
   type GemmOperands,
   gemmShader,
@@ -33,11 +34,13 @@ export interface Conv2dOptions {
   /** Override the GEMM tile (benchmarks). */
   tile?: GemmTile;
   /**
-   * Operand path of forward and backward: "texture" (packed textures, much faster on lavapipe;
-   * conv2d_tex.ts, conv2d_tex_backward.ts) or "storage" (the implicit GEMMs here); default texture
-   * when the operands fit the texture limits (and no `tile` is given).
+   * Operand path of forward and backward: "tiled" (workgroup-memory tiles, the GPU-shaped kernels
+   * of conv2d_tiled.ts), "texture" (packed textures, much faster on lavapipe; conv2d_tex.ts,
+   * conv2d_tex_backward.ts) or "storage" (the implicit GEMMs here). Default: tiled where the
+   * adapter's caps say `tiledKernels`, else texture when the operands fit the texture limits (and
+   * no `tile` is given).
    */
-  path?: "texture" | "storage";
+  path?: "texture" | "storage" | "tiled";
 }
 
 /** Tile for the convolution GEMMs: gathers are costly, so each invocation owns a large block. */
@@ -221,9 +224,15 @@ function run(
   gpu.dispatch(kern, [...bufs, out.buffer], uniforms(g, gm, gn, gk), [gx, gy, 1]);
 }
 
+/** Whether `o` asks for (or defaults to) the tiled path. */
+function wantsTiled(gpu: Gpu, o: Conv2dOptions): boolean {
+  return o.path === "tiled" || (o.path === undefined && !o.tile && gpu.caps.tiledKernels);
+}
+
 /** Whether `o` asks for (or defaults to) the texture path, and the adapter has it. */
 function wantsTexture(gpu: Gpu, o: Conv2dOptions): boolean {
-  return gpu.texturePathAllowed("conv2d", o.path) && (o.path === "texture" || !o.tile);
+  return !wantsTiled(gpu, o) && gpu.texturePathAllowed("conv2d", o.path) &&
+    (o.path === "texture" || !o.tile);
 }
 
 /** Forward convolution without autograd. */
@@ -233,6 +242,10 @@ export function conv2dRaw(x: Tensor, w: Tensor, bias?: Tensor, o: Conv2dOptions 
   const dt = sameDtype("conv2d", ts);
   const g = geometry(x, w, bias, o);
   const out = Tensor.empty(gpu, [g.n, g.o, g.oh, g.ow], dt);
+  if (wantsTiled(gpu, o)) {
+    convTiledForward(x, w, bias, out, g);
+    return out;
+  }
   if (wantsTexture(gpu, o) && convTexFits(gpu, g)) {
     convTexForward(x, w, bias, out, g);
     return out;
@@ -262,6 +275,10 @@ export function conv2dBackwardInput(
   const dt = sameDtype("conv2d_backward", [dy, w]);
   const g = geometry({ shape: xShape } as Tensor, w, undefined, o);
   const dx = Tensor.empty(dy.gpu, xShape, dt);
+  if (wantsTiled(dy.gpu, o)) {
+    convTiledDx(dy, w, dx, g);
+    return dx;
+  }
   if (wantsTexture(dy.gpu, o) && convTexBackwardFits(dy.gpu, g)) {
     convTexBackward(dy, g, { w, dx });
     return dx;
@@ -290,6 +307,10 @@ export function conv2dBackwardWeight(
   const dt = sameDtype("conv2d_backward", [dy, x]);
   const g = geometry(x, { shape: wShape } as Tensor, undefined, o);
   const dw = Tensor.empty(dy.gpu, wShape, dt);
+  if (wantsTiled(dy.gpu, o)) {
+    convTiledDw(dy, x, dw, g);
+    return dw;
+  }
   if (wantsTexture(dy.gpu, o) && convTexBackwardFits(dy.gpu, g)) {
     convTexBackward(dy, g, { x, dw });
     return dw;

@@ -90,7 +90,19 @@ fn main(${GRID_ARGS}, @builtin(workgroup_id) wid: vec3<u32>) {
 /**
  * Looks up rows of `weight` [V, D] for i32 `ids` of any shape; returns [...ids.shape, D]. Ids outside
  * [0, V) give zero rows (validate host ids with {@link embeddingFromHost}).
- * @example const h = embedding(tokenIds, tokenEmbeddingWeight); // [B, 77] -> [B, 77, 768]
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ *
+ * const gpu = await Gpu.open();
+ * const tokenEmbeddingWeight = Tensor.from(gpu, [0, 0, 1, 1, 2, 2], [3, 2]); // [V, D]
+ * const tokenIds = Tensor.from(gpu, [2, 0, 1], [1, 3], "i32"); // [B, L]
+ * const h = embedding(tokenIds, tokenEmbeddingWeight); // [1, 3] -> [1, 3, 2]
+ * assert.deepEqual([...await h.toF32()], [2, 2, 0, 0, 1, 1]);
+ * ```
  */
 export function embedding(ids: Tensor, weight: Tensor): Tensor {
   checkArgs("embedding", [ids], ["i32"]);

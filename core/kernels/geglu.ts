@@ -79,7 +79,23 @@ fn main(${GRID_ARGS}) {
 
 /**
  * h * gelu(gate) for x = [h, gate] along the last axis: [..., 2D] -> [..., D].
- * @example const y = geglu(linear(x, projWeight, projBias)); // diffusers' GEGLU
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ * import { linear } from "./matmul.ts";
+ *
+ * const gpu = await Gpu.open();
+ * const x = Tensor.from(gpu, [1, -2, 0.5], [1, 1, 3]); // [B, L, dim]
+ * // proj [2 * inner, dim]: h = (x0, x1), gate = (4 x0, 4 x0)
+ * const projWeight = Tensor.from(gpu, [1, 0, 0, 0, 1, 0, 4, 0, 0, 4, 0, 0], [4, 3]);
+ * const projBias = Tensor.from(gpu, [0, 0, 0, 0], [4]);
+ * const y = geglu(linear(x, projWeight, projBias)); // diffusers' GEGLU: [1, 1, 4] -> [1, 1, 2]
+ * const [a, b] = await y.toF32(); // h * gelu(4), gelu(4) = 4 * Phi(4) = 3.99987
+ * assert.ok(Math.abs(a - 3.99987) < 1e-4 && Math.abs(b + 2 * 3.99987) < 2e-4);
+ * ```
  */
 export function geglu(x: Tensor): Tensor {
   checkArgs("geglu", [x], ["f32", "f16"]);

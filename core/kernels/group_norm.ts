@@ -702,7 +702,18 @@ fn main(${ROW_ARGS}) {
  *
  * @example
  * ```ts
- * const h = groupNorm(x, 32, norm1.weight, norm1.bias, 1e-5, { silu: true }); // resnet's norm1+act
+ * import assert from "node:assert/strict";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ *
+ * const gpu = await Gpu.open();
+ * const x = Tensor.from(gpu, Float32Array.from({ length: 16 }, (_, i) => i * i), [1, 4, 2, 2]);
+ * const weight = Tensor.from(gpu, [1, 1, 1, 1], [4]), bias = Tensor.from(gpu, [0, 0, 0, 0], [4]);
+ * const y = await groupNorm(x, 2, weight, bias, 1e-5).toF32(); // 2 groups of 2 channels
+ * assert.ok(Math.abs(y.subarray(0, 8).reduce((a, b) => a + b)) < 1e-4); // a group's mean is 0
+ * // resnet's norm1 + act in one kernel:
+ * const h = await groupNorm(x, 2, weight, bias, 1e-5, { silu: true }).toF32();
+ * assert.ok(h.every((v, i) => Math.abs(v - y[i] / (1 + Math.exp(-y[i]))) < 1e-5)); // silu(y)
  * ```
  */
 export function groupNorm(

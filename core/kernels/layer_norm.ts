@@ -299,7 +299,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
  *
  * @example
  * ```ts
- * const y = layerNorm(h, norm1.weight, norm1.bias, 1e-5); // h [B, L, C]
+ * import assert from "node:assert/strict";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ *
+ * const gpu = await Gpu.open();
+ * const h = Tensor.from(gpu, [1, 2, 3, 4, -1, 0, 0, 1], [1, 2, 4]); // [B, L, C]
+ * const weight = Tensor.from(gpu, [1, 1, 1, 1], [4]), bias = Tensor.from(gpu, [0, 0, 0, 0], [4]);
+ * const y = await layerNorm(h, weight, bias, 1e-5).toF32();
+ * for (const row of [y.subarray(0, 4), y.subarray(4, 8)]) { // each row: mean 0, variance 1
+ *   assert.ok(Math.abs(row.reduce((a, b) => a + b)) < 1e-5);
+ *   assert.ok(Math.abs(row.reduce((a, b) => a + b * b, 0) / 4 - 1) < 1e-3);
+ * }
  * ```
  */
 export function layerNorm(

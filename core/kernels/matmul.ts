@@ -13,6 +13,7 @@ import { sumTo } from "./reduce.ts";
 import { reshape } from "./strided_copy.ts";
 import { texGemm, texPathFits } from "./matmul_tex.ts";
 import { DEFAULT_TILE, gemmShader, type GemmTile, tileExtent, tileKey } from "./matmul_wgsl.ts";
+import { tiledMatmul, type TiledTile } from "./matmul_tiled.ts";
 
 const MAX_BATCH_RANK = 4;
 /** GEMMs at least this big (M*N*K) take the texture path: packing costs one pass over A and B. */
@@ -31,11 +32,14 @@ export interface MatmulOptions {
   /** Set false to force scalar loads (tests of the general path). */
   vec4?: boolean;
   /**
-   * Operand path: "texture" packs operands into textures first (much faster on lavapipe, see
-   * matmul_tex.ts), "storage" reads storage buffers directly; default: texture for large GEMMs that
-   * fit the texture limits.
+   * Operand path: "tiled" stages tiles in workgroup memory (matmul_tiled.ts, the GPU-shaped kernel),
+   * "texture" packs operands into textures first (much faster on lavapipe, see matmul_tex.ts),
+   * "storage" reads storage buffers directly. Default: tiled where the adapter's caps say
+   * `tiledKernels` (a hardware adapter), else texture for large GEMMs that fit the texture limits.
    */
-  path?: "texture" | "storage";
+  path?: "texture" | "storage" | "tiled";
+  /** Tile of the tiled path (benchmarks and experiments). */
+  tiledTile?: TiledTile;
 }
 
 interface Dims {
@@ -111,6 +115,24 @@ export function matmulRaw(a: Tensor, b: Tensor, o: MatmulOptions = {}): Tensor {
   const pad = [...Array(MAX_BATCH_RANK - batch.length).fill(1), ...batch];
   const aStrides = batchStrides(a.shape, batch, m * k);
   const bStrides = batchStrides(b.shape, batch, k * n);
+  if (o.path === "tiled" || (o.path === undefined && !o.tile && gpu.caps.tiledKernels)) {
+    tiledMatmul({
+      a,
+      b,
+      bias: o.bias,
+      out,
+      m,
+      n,
+      k,
+      transA: !!o.transA,
+      transB: !!o.transB,
+      batch: pad,
+      aStrides,
+      bStrides,
+      tile: o.tiledTile,
+    });
+    return out;
+  }
   const useTex = gpu.texturePathAllowed("matmul", o.path) &&
     (o.path === "texture" || (!o.tile && m * n * k >= TEX_MIN_WORK));
   if (useTex && k > 0 && texPathFits(gpu, m, n, k, nb)) {
@@ -226,19 +248,21 @@ export function matmul(a: Tensor, b: Tensor, o: MatmulOptions = {}): Tensor {
   const sa = save(a), sb = save(b);
   const aShape = [...a.shape], bShape = [...b.shape];
   const bias = o.bias;
+  // A forced path holds for the backward GEMMs too.
+  const via = { path: o.path, tiledTile: o.tiledTile };
   return record("matmul", out, [a, b, bias], (g) => {
     let ga: Tensor | null = null, gb: Tensor | null = null, gbias: Tensor | null = null;
     if (a.requiresGrad) {
       // C = op(A) op(B): dA follows from the transposes (see the table in the module docs).
       const full = !ta
-        ? matmulRaw(g, sb, { transB: !tb })
-        : matmulRaw(sb, g, { transA: tb, transB: true });
+        ? matmulRaw(g, sb, { transB: !tb, ...via })
+        : matmulRaw(sb, g, { transA: tb, transB: true, ...via });
       ga = reduceBatch(full, aShape);
     }
     if (b.requiresGrad) {
       const full = !tb
-        ? matmulRaw(sa, g, { transA: !ta })
-        : matmulRaw(g, sa, { transA: true, transB: ta });
+        ? matmulRaw(sa, g, { transA: !ta, ...via })
+        : matmulRaw(g, sa, { transA: true, transB: ta, ...via });
       gb = reduceBatch(full, bShape);
     }
     if (bias?.requiresGrad) gbias = sumTo(g, [n]);

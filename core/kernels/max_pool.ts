@@ -7,7 +7,14 @@
  *
  * @example
  * ```ts
- * const y = maxPool2x2(x); // [1, 64, 224, 224] -> [1, 64, 112, 112]
+ * import assert from "node:assert/strict";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ *
+ * const gpu = await Gpu.open();
+ * const x = Tensor.from(gpu, [1, 5, 2, 0, 3, 4, 8, 7, 0, 0, 1, 1, 9, 0, 1, 2], [1, 1, 4, 4]);
+ * const y = maxPool2x2(x); // [1, 1, 4, 4] -> [1, 1, 2, 2]
+ * assert.deepEqual([...await y.toF32()], [5, 8, 9, 2]);
  * ```
  */
 import { GpuError } from "../gpu/errors.ts";

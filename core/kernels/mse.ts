@@ -101,7 +101,23 @@ fn main(${GRID_ARGS}) {
 /**
  * Squared-error loss of `pred` against `target` (same shape and dtype); f32 result, [1] for "mean",
  * [B] (B = first axis) for the per-sample reductions. Differentiable in both inputs.
- * @example const loss = mse(pred, sub(z1, z0), { reduction: "mean" });
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ * import { sub } from "./binary.ts";
+ *
+ * const gpu = await Gpu.open();
+ * const z0 = Tensor.from(gpu, [0, 1, 0, 1], [2, 2]);
+ * const z1 = Tensor.from(gpu, [1, 3, 3, 5], [2, 2]);
+ * const pred = Tensor.from(gpu, [1, 2, 3, 2], [2, 2]); // the student's velocity
+ * const loss = mse(pred, sub(z1, z0), { reduction: "mean" });
+ * assert.deepEqual([...await loss.toF32()], [1]); // ((4 - 2)^2 + 0 + 0 + 0) / 4
+ * const perSample = mse(pred, sub(z1, z0), { reduction: "per_sample_mean" });
+ * assert.deepEqual([...await perSample.toF32()], [0, 2]);
+ * ```
  */
 export function mse(pred: Tensor, target: Tensor, opts: MseOptions = {}): Tensor {
   const reduction = opts.reduction ?? "mean";

@@ -69,7 +69,18 @@ fn main(${GRID_ARGS}) {
 
 /**
  * Uniform numbers in [0, 1) (multiples of 2^-24).
- * @example const u = randomUniform(gpu, [4, 64, 64], { seed: 2333 });
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Gpu } from "../gpu/device.ts";
+ *
+ * const gpu = await Gpu.open();
+ * const u = await randomUniform(gpu, [4, 8, 8], { seed: 2333 }).toF32();
+ * assert.ok(u.every((v) => v >= 0 && v < 1));
+ * const again = await randomUniform(gpu, [4, 8, 8], { seed: 2333 }).toF32();
+ * assert.deepEqual(again, u); // the same seed gives the same numbers
+ * ```
  */
 export function randomUniform(gpu: Gpu, shape: readonly number[], opts: RandomOptions): Tensor {
   return draw("uniform", gpu, shape, opts);
@@ -77,7 +88,18 @@ export function randomUniform(gpu: Gpu, shape: readonly number[], opts: RandomOp
 
 /**
  * Standard normal numbers (Box-Muller, one per element).
- * @example const z0 = randomNormal(gpu, [1, 4, 64, 64], { seed: 2333, offset: 1 << 20 });
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Gpu } from "../gpu/device.ts";
+ *
+ * const gpu = await Gpu.open();
+ * const z0 = await randomNormal(gpu, [1, 4, 16, 16], { seed: 2333, offset: 1 << 20 }).toF32();
+ * const mean = z0.reduce((a, b) => a + b) / z0.length;
+ * const variance = z0.reduce((a, b) => a + (b - mean) ** 2, 0) / z0.length;
+ * assert.ok(Math.abs(mean) < 0.2 && Math.abs(variance - 1) < 0.2); // 1024 draws of N(0, 1)
+ * ```
  */
 export function randomNormal(gpu: Gpu, shape: readonly number[], opts: RandomOptions): Tensor {
   return draw("normal", gpu, shape, opts);

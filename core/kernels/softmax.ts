@@ -136,7 +136,15 @@ fn main(${ROW_ARGS}) {
  *
  * @example
  * ```ts
- * const p = softmax(logits); // logits [B, N, K] -> probabilities over K
+ * import assert from "node:assert/strict";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ *
+ * const gpu = await Gpu.open();
+ * const logits = Tensor.from(gpu, [0, 0, Math.log(3), 5, 5, 5], [1, 2, 3]); // [B, N, K]
+ * const p = await softmax(logits).toF32(); // probabilities over K
+ * const want = [0.2, 0.2, 0.6, 1 / 3, 1 / 3, 1 / 3];
+ * assert.ok(want.every((w, i) => Math.abs(p[i] - w) < 1e-6));
  * ```
  */
 export function softmax(x: Tensor): Tensor {

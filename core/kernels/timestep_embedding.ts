@@ -64,7 +64,20 @@ function frequencies(gpu: Gpu, half: number, shift: number, maxPeriod: number): 
 
 /**
  * Embeds timesteps [B] (f32 or f16) as [B, dim].
- * @example const emb = timestepEmbedding(t, 320, { flipSinToCos: true, downscaleFreqShift: 0 });
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ *
+ * const gpu = await Gpu.open();
+ * const t = Tensor.from(gpu, [0, 999], [2]);
+ * const emb = timestepEmbedding(t, 32, { flipSinToCos: true, downscaleFreqShift: 0 }); // [2, 32]
+ * const e = await emb.toF32();
+ * // flipSinToCos puts the cosines first: at t = 0 they are 1 and the sines 0
+ * assert.deepEqual([...e.subarray(0, 32)], [...Array(16).fill(1), ...Array(16).fill(0)]);
+ * ```
  */
 export function timestepEmbedding(
   timesteps: Tensor,

@@ -176,7 +176,18 @@ export function interpolateNearest(x: Tensor, outH: number, outW: number): Tenso
 
 /**
  * `F.interpolate(x, scale_factor=2, mode='nearest')` on [N, C, H, W].
- * @example const up = upsampleNearest2x(h); // [1, 320, 32, 32] -> [1, 320, 64, 64]
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ *
+ * const gpu = await Gpu.open();
+ * const h = Tensor.from(gpu, [1, 2, 3, 4], [1, 1, 2, 2]);
+ * const up = upsampleNearest2x(h); // [1, 1, 2, 2] -> [1, 1, 4, 4]
+ * assert.deepEqual([...await up.toF32()], [1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4]);
+ * ```
  */
 export function upsampleNearest2x(x: Tensor): Tensor {
   checkArgs("upsample_nearest2x", [x], ["f32", "f16"]);

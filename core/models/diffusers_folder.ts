@@ -6,12 +6,7 @@ import { join } from "node:path";
 import type { Gpu } from "../gpu/device.ts";
 import { UNet2DConditionModel } from "./unet2d_condition.ts";
 import { AutoencoderKL, renameLegacyVaeKey } from "./autoencoder_kl.ts";
-import {
-  CLIPTextModel,
-  IGNORED_TEXT_KEYS,
-  RobertaSeriesModelWithTransformation,
-  type TextEncoder,
-} from "./text_encoders.ts";
+import { createTextEncoder, IGNORED_TEXT_KEYS, type TextEncoder } from "./text_encoders.ts";
 import { loadModule, type LoadReport } from "./load.ts";
 import { openWeights } from "../io/weights.ts";
 import type { TextTokenizer } from "./tokenizers/types.ts";
@@ -70,17 +65,7 @@ export async function loadVae(gpu: Gpu, folder: string): Promise<AutoencoderKL> 
 
 export async function loadTextEncoder(gpu: Gpu, folder: string): Promise<TextEncoder> {
   const cfg = await readJson(join(folder, "config.json"));
-  const arch = String((cfg.architectures as string[] | undefined)?.[0] ?? cfg.model_type ?? "");
-  let enc: TextEncoder;
-  if (/CLIPTextModel|clip_text_model/.test(arch)) enc = CLIPTextModel.create(gpu, cfg);
-  else if (/RobertaSeries|roberta/i.test(arch)) {
-    enc = RobertaSeriesModelWithTransformation.create(gpu, cfg);
-  } else {
-    throw new Error(
-      `${join(folder, "config.json")}: unsupported text encoder architecture "${arch}" ` +
-        `(CLIPTextModel or RobertaSeriesModelWithTransformation)`,
-    );
-  }
+  const enc = createTextEncoder(gpu, cfg, join(folder, "config.json"));
   const path = await findWeights(folder);
   const reader = await openWeights(path);
   try {

@@ -17,8 +17,24 @@
  *
  * @example
  * ```ts
- * const lp = await Lpips.fromFiles(gpu, "vgg16-397923af.pth", "lpips/weights/v0.1/vgg.pth");
- * const d = lp.forward(img0, img1); // [B], images in [0, 1]
+ * import assert from "node:assert/strict";
+ * import { readNpy } from "../data/npy.ts";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ *
+ * const gpu = await Gpu.open();
+ * // A narrow VGG16 and heads as torch files, in the layout of "vgg16-397923af.pth" and the lpips
+ * // package's "weights/v0.1/vgg.pth", with the lpips package's result for two image pairs.
+ * const dir = "tests/fixtures/lpips";
+ * const lp = await Lpips.fromFiles(gpu, `${dir}/vgg16_narrow.pth`, `${dir}/heads.pth`);
+ * const load = (name: string) => readNpy(`${dir}/${name}.npy`);
+ * const [in0, in1, want] = await Promise.all(["in0", "in1", "out"].map(load));
+ * const img0 = Tensor.from(gpu, in0.data as Float32Array, in0.shape); // [2, 3, 36, 44] in [0, 1]
+ * const img1 = Tensor.from(gpu, in1.data as Float32Array, in1.shape);
+ * const d = await lp.forward(img0, img1, { normalize: true }).toF32(); // [B]
+ * const ref = want.data as Float32Array;
+ * assert.ok(d.every((v, b) => Math.abs(v - ref[b]) < 1e-4 * ref[b]));
+ * lp.dispose();
  * ```
  *
  * @module

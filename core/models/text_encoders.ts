@@ -432,4 +432,25 @@ function checkIds(ids: Int32Array, B: number, L: number, vocab: number, maxPos: 
 export const IGNORED_TEXT_KEYS = (k: string): boolean =>
   k.endsWith("position_ids") || k.startsWith("roberta.pooler.") || k.startsWith("lm_head.");
 
+/**
+ * Builds the text encoder a `text_encoder/config.json` names (its `architectures` or
+ * `model_type`): CLIPTextModel or RobertaSeriesModelWithTransformation; `where` names the config
+ * in errors.
+ */
+export function createTextEncoder(
+  gpu: Gpu,
+  cfg: Record<string, unknown>,
+  where: string,
+): TextEncoder {
+  const arch = String((cfg.architectures as string[] | undefined)?.[0] ?? cfg.model_type ?? "");
+  if (/CLIPTextModel|clip_text_model/.test(arch)) return CLIPTextModel.create(gpu, cfg);
+  if (/RobertaSeries|roberta/i.test(arch)) {
+    return RobertaSeriesModelWithTransformation.create(gpu, cfg);
+  }
+  throw new Error(
+    `${where}: unsupported text encoder architecture "${arch}" ` +
+      `(CLIPTextModel or RobertaSeriesModelWithTransformation)`,
+  );
+}
+
 export { noGrad };

@@ -269,7 +269,8 @@ export class UNet2DConditionModel extends Module {
         downscaleFreqShift: c.freq_shift,
         dtype: dt,
       });
-      const emb = this.time_embedding.forward(tProj);
+      // Every resnet projects silu(emb): computed once here (see ResnetBlock2D.forward).
+      const emb = ops.silu(this.time_embedding.forward(tProj));
       let h = this.conv_in.forward(x);
       const skips: Tensor[] = [h];
       const sizes: [number, number][] = [];

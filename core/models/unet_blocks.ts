@@ -42,10 +42,14 @@ export class ResnetBlock2D extends Module {
     this.conv2 = new Conv2d(init, outC, outC, 3, 1, 1);
     this.conv_shortcut = inC !== outC ? new Conv2d(init, inC, outC, 1) : null;
   }
+  /**
+   * `temb` is the time embedding after SiLU: diffusers applies the same SiLU in every resnet, the
+   * UNet here once per forward (one dispatch instead of one per resnet).
+   */
   forward(x: Tensor, temb: Tensor | null): Tensor {
     let h = this.conv1.forward(this.norm1.forward(x, true));
     if (this.time_emb_proj && temb) {
-      const t = this.time_emb_proj.forward(ops.silu(temb));
+      const t = this.time_emb_proj.forward(temb);
       h = ops.add(h, ops.reshape(t, [t.shape[0], t.shape[1], 1, 1]));
     }
     h = this.conv2.forward(this.norm2.forward(h, true));

@@ -10,8 +10,19 @@
  *
  * @example
  * ```ts
- * const vgg = await Vgg16Features.fromFile(gpu, "vgg16-397923af.pth");
+ * import assert from "node:assert/strict";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ *
+ * const gpu = await Gpu.open();
+ * // torchvision's layout with narrow widths (a test fixture); "vgg16-397923af.pth" loads alike
+ * const vgg = await Vgg16Features.fromFile(gpu, "tests/fixtures/lpips/vgg16_narrow.pth");
+ * assert.deepEqual(vgg.widths, [6, 8, 12, 16, 16]); // read from the file (VGG16: 64 ... 512)
+ * const x = Tensor.from(gpu, new Float32Array(3 * 16 * 16).fill(0.5), [1, 3, 16, 16]);
  * const [r12, r22, r33, r43, r53] = vgg.forward(x); // x: [B, 3, H, W], H and W >= 16
+ * const want = [[1, 6, 16, 16], [1, 8, 8, 8], [1, 12, 4, 4], [1, 16, 2, 2], [1, 16, 1, 1]];
+ * assert.deepEqual([r12, r22, r33, r43, r53].map((r) => r.shape), want);
+ * vgg.dispose();
  * ```
  *
  * @module

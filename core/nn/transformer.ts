@@ -7,6 +7,7 @@ import { type Init, Module } from "./module.ts";
 import { Conv2d, GroupNorm, LayerNorm, Linear } from "./layers.ts";
 import * as ops from "../ops.ts";
 import { attention } from "../kernels/attention.ts";
+import { matmul } from "../kernels/matmul.ts";
 import { geglu } from "../kernels/geglu.ts";
 
 export class Attention extends Module {
@@ -129,11 +130,15 @@ export class Transformer2DModel extends Module {
   forward(x: Tensor, context: Tensor): Tensor {
     const [B, C, H, W] = x.shape;
     const inner = this.o.heads * this.o.dimHead;
-    let h = this.norm.forward(x);
-    const toTokens = (t: Tensor, ch: number) =>
-      ops.reshape(ops.permute(t, [0, 2, 3, 1]), [B, H * W, ch]);
-    if (this.o.linearProjection) h = this.proj_in.forward(toTokens(h, C));
-    else h = toTokens(this.proj_in.forward(h), inner);
+    const normed = ops.reshape(this.norm.forward(x), [B, C, H * W]);
+    // proj_in (a Linear, or a 1x1 Conv2d: the same [inner, C] matrix) straight into token layout:
+    // tokens[b] = normed[b]^T W^T, one GEMM instead of a permute and a projection.
+    const w = this.proj_in.weight;
+    let h = matmul(normed, ops.reshape(w, [inner, C]), {
+      transA: true,
+      transB: true,
+      bias: this.proj_in.bias ?? undefined,
+    });
     for (const blk of this.transformer_blocks) h = blk.forward(h, context);
     let out: Tensor;
     const toImage = (t: Tensor, ch: number) =>

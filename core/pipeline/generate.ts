@@ -14,10 +14,30 @@
  *
  * @example
  * ```ts
- * const config = getConfig();
- * config.model_dir = "checkpoints/AltDiffusion";
- * const result = await runGenerate(config);
+ * import assert from "node:assert/strict";
+ * import { getConfig } from "../../configs/generate.ts";
+ * import { readNpy } from "../data/npy.ts";
+ *
+ * // two pairs from the demo's tiny teacher, in 4 steps (the original: 1M pairs, 25 steps)
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(`${dir}/captions.txt`, "a red circle\na blue square on the left\n");
+ * const config = {
+ *   ...getConfig(),
+ *   model_dir: "models/tiny_teacher",
+ *   captions_file: `${dir}/captions.txt`,
+ *   save_dir: `${dir}/pairs`,
+ *   total_nums: 2,
+ *   bs: 2,
+ *   infer_steps: 4,
+ * };
+ * const result = await runGenerate(config, { progress: false, log: () => {} });
  * console.log(`${result.generated} pairs in ${result.root}`);
+ * assert.equal(result.generated, 2);
+ * const pair = await readNpy(`${result.root}/content/images/1.npy`);
+ * assert.deepEqual([pair.dtype, pair.shape], ["<f2", [2, 3, 12, 12]]); // [z0, z1] as float16
+ * const again = await runGenerate(config, { progress: false, log: () => {} }); // resumes: done
+ * assert.deepEqual([again.skipped, again.generated], [2, 0]);
+ * await Deno.remove(dir, { recursive: true });
  * ```
  *
  * @module
@@ -37,10 +57,18 @@ import {
 import { writeFileAtomic } from "../data/atomic_write.ts";
 import { pairNpyPath, pairPaths } from "../data/pair_store.ts";
 import { createProgress, type Progress, type ProgressOptions } from "../util/progress.ts";
-import { describeTeacher, inspectTeacher, type TeacherInfo } from "./teacher_info.ts";
+import {
+  describeTeacher,
+  inspectTeacher,
+  type TeacherInfo,
+  teacherSchedulerConfig,
+} from "./teacher_info.ts";
+import { hasDPMSolverOverrides } from "../schedulers/dpm_solver_config.ts";
 import { runSeed } from "./noise.ts";
 import { isCompletePair, pairFileLayout } from "./pair_files.ts";
 import { MESSAGE_PREFIX, type WorkerJob, type WorkerMessage } from "./worker_protocol.ts";
+import { planWorkerBindings } from "../gpu/adapter_binding.ts"; // issue 12: one worker per adapter
+import { indexRuns, type Shard, shardRange, writeRankManifest } from "../dist/shard.ts"; // issue 14
 
 /** Settings that do not change the data: a resumed run may change them freely. */
 const FREE_SETTINGS = ["devices", "bs", "overwrite"] as const;
@@ -53,6 +81,12 @@ export interface GenerateOptions {
   progress?: Partial<ProgressOptions> | false;
   /** Extra environment for the worker processes. */
   workerEnv?: Record<string, string>;
+  /** The workers' adapters (`--devices`: indices, PCI bus ids, vendor:device); default config.devices. */
+  devices?: (string | number)[];
+  /** Let several workers share one adapter (`--share_adapter`). */
+  shareAdapter?: boolean;
+  /** This rank's share of the pairs when several machines split the job (default: all). */
+  shard?: Shard;
 }
 
 /** What a run did. */
@@ -150,8 +184,12 @@ export function indexRecord(
     inferSteps: c.infer_steps,
     guidanceScale: c.guidance_scale,
     negativePrompt: c.negative_prompt,
-  });
-  const { save_dir: _saveDir, ...settings } = c;
+    dpmSolver: c.dpm_solver,
+  }, c.model_dir);
+  // The DPM-Solver settings act through teacher.scheduler_config; the group itself is recorded
+  // only when it changes something, so that runs made before it existed still resume.
+  const { save_dir: _saveDir, dpm_solver: dpmSolver, ...rest } = c;
+  const settings = hasDPMSolverOverrides(dpmSolver) ? { ...rest, dpm_solver: dpmSolver } : rest;
   return jsonSafe({
     model: c.model_dir,
     dataset: source.dataset,
@@ -217,10 +255,19 @@ async function mkdirp(path: string): Promise<void> {
   }
 }
 
-/** Removes pair files (with overwrite) and stale `.tmp` files of interrupted writes. */
-async function cleanImages(imagesDir: string, all: boolean): Promise<void> {
+/**
+ * Removes pair files (with overwrite) and stale `.tmp` files of interrupted writes, of the pairs
+ * in `range` only (other ranks may be writing theirs).
+ */
+async function cleanImages(
+  imagesDir: string,
+  all: boolean,
+  range: [number, number],
+): Promise<void> {
   for await (const e of Deno.readDir(imagesDir)) {
     if (!e.isFile) continue;
+    const m = /^(\d+)\.npy/.exec(e.name);
+    if (m && (Number(m[1]) < range[0] || Number(m[1]) >= range[1])) continue;
     if (e.name.endsWith(".tmp") || (all && /^\d+\.npy$/.test(e.name))) {
       const p = join(imagesDir, e.name);
       try {
@@ -291,6 +338,7 @@ export async function runGenerate(
 
   // Model first (cheap: configs only), then captions: both fail before anything is written.
   const info = await inspectTeacher(config.model_dir);
+  teacherSchedulerConfig(config.model_dir, info, config.dpm_solver); // config.dpm_solver errors
   const source = captionSource(config);
   const all = config.captions_file
     ? await loadCaptions(source.path)
@@ -298,6 +346,8 @@ export async function runGenerate(
   if (all.length === 0) throw new Error(`${source.path}: no captions found`);
   const captions = buildCaptionList(all, config.total_nums, seed);
   const index = indexRecord(config, info, source);
+  const shard = options.shard ?? { rank: 0, worldSize: 1 };
+  const range = shardRange(captions.length, shard);
 
   const old = await readIndex(paths.index);
   let overwrite = config.overwrite;
@@ -311,7 +361,8 @@ export async function runGenerate(
     overwrite = true;
   }
   await mkdirp(paths.images);
-  if (!overwrite && !old && existsSync(paths.captions)) {
+  // (Another rank of a split run may have written both since this one read index.json.)
+  if (!overwrite && !old && existsSync(paths.captions) && !(await readIndex(paths.index))) {
     // Data without an index.json: not ours to resume.
     throw new Error(
       `${paths.captions} exists but ${paths.index} does not; set overwrite to replace this folder's data`,
@@ -326,15 +377,37 @@ export async function runGenerate(
       );
     }
   }
-  await cleanImages(paths.images, overwrite);
-  await writeFileAtomic(paths.index, new TextEncoder().encode(JSON.stringify(index, null, 2)));
-  await writeCaptions(paths.captions, captions);
+  await cleanImages(paths.images, overwrite, range);
+  // Ranks of a split run write the same files: each through a name of its own, then renamed.
+  const mine = (path: string) => (shard.worldSize > 1 ? `${path}.rank${shard.rank}` : path);
+  await writeFileAtomic(
+    mine(paths.index),
+    new TextEncoder().encode(JSON.stringify(index, null, 2)),
+  );
+  await writeCaptions(mine(paths.captions), captions);
+  if (shard.worldSize > 1) {
+    await Deno.rename(mine(paths.index), paths.index);
+    await Deno.rename(mine(paths.captions), paths.captions);
+  }
 
-  const groups = divideToGroups(captions.length, config.devices.length);
+  const devices = options.devices ?? config.devices;
+  const groups = divideToGroups(range[1] - range[0], devices.length)
+    .map(([a, b]): [number, number] => [a + range[0], b + range[0]]);
   log(
     `generate: ${captions.length} pairs of [2, ${info.latentShape.join(", ")}] into ${root} ` +
-      `with ${groups.length} worker(s), ${info.kind} teacher ${config.model_dir}`,
+      `with ${groups.length} worker(s), ${info.kind} teacher ${config.model_dir}` +
+      (shard.worldSize > 1
+        ? ` (rank ${shard.rank} of ${shard.worldSize}: pairs ${range[0]}..${range[1] - 1})`
+        : ""),
   );
+  const bindings = groups.length
+    ? await planWorkerBindings(devices.slice(0, groups.length), {
+      shareAdapter: options.shareAdapter ?? false,
+      what: options.devices ? "--devices" : "config.devices",
+    })
+    : [];
+  const written: number[] = [];
+  const adapters: string[] = [];
 
   let present = 0;
   let scanned = 0;
@@ -345,7 +418,7 @@ export async function runGenerate(
       present += m.present;
       if (++scanned === groups.length && options.progress !== false) {
         bar = createProgress({
-          total: captions.length,
+          total: range[1] - range[0],
           label: "Pairs",
           unit: "pair",
           start: present,
@@ -353,7 +426,11 @@ export async function runGenerate(
         });
         bar.update(present + generated);
       }
+    } else if (m.type === "adapter") {
+      adapters[w.index] = m.text;
+      log(`generate: worker ${w.index} (pairs ${w.group[0]}..${w.group[1] - 1}): ${m.text}`);
     } else if (m.type === "done") {
+      written.push(...(m.indices ?? []));
       generated += m.count;
       bar?.update(present + generated);
     } else if (m.type === "error") {
@@ -367,7 +444,12 @@ export async function runGenerate(
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
-      env: { REFLOW_WORKER: String(k), NO_COLOR: "1", ...(options.workerEnv ?? {}) },
+      env: {
+        REFLOW_WORKER: String(k),
+        NO_COLOR: "1",
+        ...bindings[k].env,
+        ...(options.workerEnv ?? {}),
+      },
     });
     let child: Deno.ChildProcess;
     try {
@@ -389,7 +471,7 @@ export async function runGenerate(
     const [s, e] = w.group;
     const job: WorkerJob = {
       worker: w.index,
-      device: config.devices[w.index],
+      device: devices[w.index],
       modelDir: config.model_dir,
       imagesDir: paths.images,
       start: s,
@@ -401,6 +483,7 @@ export async function runGenerate(
       negativePrompt: config.negative_prompt,
       dtype: config.dtype,
       latentShape: info.latentShape,
+      dpmSolver: config.dpm_solver,
     };
     const messages = readMessages(w.child.stdout, (m) => onMessage(w, m));
     await w.stdin.write(new TextEncoder().encode(JSON.stringify(job) + "\n")).catch(() => {});
@@ -440,12 +523,34 @@ export async function runGenerate(
 
   // Every pair must be there now (a worker that skipped a file it should have made is a bug).
   const layout = pairFileLayout(info.latentShape);
-  for (let i = 0; i < captions.length; i++) {
+  for (let i = range[0]; i < range[1]; i++) {
     if (!(await isCompletePair(pairNpyPath(paths.images, i), layout))) {
       throw new Error(`generate: ${pairNpyPath(paths.images, i)} is missing after the run`);
     }
   }
   const seconds = (performance.now() - t0) / 1000;
+  // issue 14: which pairs this rank was given and wrote (manifest/rank{r}.json).
+  const made = new Set(written);
+  const kept: number[] = [];
+  for (let i = range[0]; i < range[1]; i++) if (!made.has(i)) kept.push(i);
+  if (shard.worldSize > 1) {
+    await writeRankManifest(root, {
+      job: "generate",
+      rank: shard.rank,
+      world_size: shard.worldSize,
+      range,
+      written: indexRuns(written),
+      kept: indexRuns(kept),
+      details: {
+        workers: groups.map((g, k) => ({
+          pairs: g,
+          device: devices[k],
+          adapter: adapters[k] ?? null,
+        })),
+        seconds,
+      },
+    });
+  }
   const result: GenerateResult = {
     root,
     total: captions.length,

@@ -11,6 +11,7 @@
  */
 
 import { Gpu } from "../gpu/device.ts";
+import { checkBoundAdapter } from "../gpu/adapter_binding.ts";
 import { pairNpyPath, writePairNpy } from "../data/pair_store.ts";
 import { f32ToF16Bits } from "../io/half.ts";
 import { loadTeacher } from "./load_teacher.ts";
@@ -41,11 +42,14 @@ export async function runWorkerJob(
 
   const gpu = await Gpu.open();
   try {
+    // issue 12: the adapter this worker got, checked against its binding.
+    emit({ type: "adapter", text: `adapter ${checkBoundAdapter(gpu.info)}` });
     const teacher = await loadTeacher(gpu, job.modelDir, {
       inferSteps: job.inferSteps,
       guidanceScale: job.guidanceScale,
       negativePrompt: job.negativePrompt,
       dtype: job.dtype,
+      dpmSolver: job.dpmSolver,
     });
     try {
       const ts = teacher.latentShape;
@@ -77,7 +81,7 @@ export async function runWorkerJob(
             z1bits.subarray(k * n, (k + 1) * n),
           );
         }
-        emit({ type: "done", count: indices.length });
+        emit({ type: "done", count: indices.length, indices });
       }
     } finally {
       teacher.dispose();

@@ -8,7 +8,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { loadDiffusersPipeline } from "../models/diffusers_folder.ts";
 import { DiffusionTeacher, type Teacher } from "./teacher.ts";
 import { FlowTeacher } from "./flow_teacher.ts";
-import { inspectTeacher, type TeacherSettings } from "./teacher_info.ts";
+import { inspectTeacher, teacherSchedulerConfig, type TeacherSettings } from "./teacher_info.ts";
 
 /** Loads the teacher of a model folder onto `gpu` (no VAE: generation does not decode). */
 export async function loadTeacher(
@@ -17,6 +17,7 @@ export async function loadTeacher(
   settings: TeacherSettings,
 ): Promise<Teacher> {
   const info = await inspectTeacher(modelDir);
+  const schedulerConfig = teacherSchedulerConfig(modelDir, info, settings.dpmSolver);
   const pipe = await loadDiffusersPipeline(gpu, modelDir, { vae: false });
   pipe.unet.requiresGrad(false);
   if (settings.dtype === "fp16" && gpu.hasF16) pipe.unet.toDtype("f16");
@@ -41,7 +42,7 @@ export async function loadTeacher(
     tokenizer: pipe.tokenizer,
     textEncoder: pipe.textEncoder,
     unet: pipe.unet,
-    schedulerConfig: pipe.schedulerConfig,
+    schedulerConfig: schedulerConfig!,
     inferSteps: settings.inferSteps,
     guidanceScale: settings.guidanceScale,
     negativePrompt: settings.negativePrompt,

@@ -11,8 +11,21 @@
  *
  * @example
  * ```ts
- * const teacher = await loadTeacher(gpu, "checkpoints/AltDiffusion", { inferSteps: 25 });
- * const z1 = await teacher.sample(["a cat on a mat"], z0); // z0: Float32Array of C*H*W
+ * import assert from "node:assert/strict";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { CounterRng } from "../train/rng.ts";
+ * import { loadTeacher } from "./load_teacher.ts";
+ *
+ * const gpu = await Gpu.open();
+ * // the demo's teacher (pixel space, 3x12x12); the demo and the original take 25 steps
+ * const settings = { inferSteps: 5, guidanceScale: 4 };
+ * const teacher = await loadTeacher(gpu, "models/tiny_teacher", settings);
+ * assert.deepEqual(teacher.latentShape, [3, 12, 12]);
+ * const z0 = new CounterRng(2333).normals(0, 3 * 12 * 12); // Float32Array of C*H*W
+ * const z1 = await teacher.sample(["a red circle"], z0);
+ * assert.equal(z1.length, z0.length);
+ * assert.ok(z1.every((v) => Math.abs(v) < 2)); // a picture in about [-1, 1], no longer noise
+ * teacher.dispose();
  * ```
  *
  * @module

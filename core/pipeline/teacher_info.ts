@@ -16,6 +16,11 @@
 
 import { join } from "node:path";
 import { DPMSolverMultistepScheduler } from "../schedulers/dpm_solver_multistep.ts";
+import {
+  type DPMSolverOverrides,
+  hasDPMSolverOverrides,
+  overrideDPMSolverConfig,
+} from "../schedulers/dpm_solver_config.ts";
 import type { TimestepOrientation } from "./flow_teacher.ts";
 
 /** The file that makes a model folder a flow teacher. */
@@ -47,6 +52,36 @@ export interface TeacherSettings {
   negativePrompt?: string;
   /** UNet storage: "fp16" where the adapter allows (the original runs the teacher in fp16). */
   dtype?: "fp16" | "fp32";
+  /** DPM-Solver settings laid over the teacher's scheduler_config.json (the `dpm_solver` group). */
+  dpmSolver?: Partial<DPMSolverOverrides>;
+}
+
+/**
+ * The scheduler config a diffusion teacher samples with: its `scheduler_config.json` with the
+ * job's DPM-Solver settings laid over it. A flow teacher has no DPM-Solver, so settings there are
+ * an error rather than silently ignored.
+ */
+export function teacherSchedulerConfig(
+  modelDir: string,
+  info: TeacherInfo,
+  dpmSolver: Partial<DPMSolverOverrides> | undefined,
+): Record<string, unknown> | null {
+  if (info.kind === "flow") {
+    if (hasDPMSolverOverrides(dpmSolver)) {
+      throw new Error(
+        `config.dpm_solver: ${modelDir} is a flow teacher (${FLOW_TEACHER_FILE}), sampled without ` +
+          `DPM-Solver; leave config.dpm_solver at its defaults`,
+      );
+    }
+    return null;
+  }
+  try {
+    return overrideDPMSolverConfig(info.schedulerConfig!, dpmSolver, "config.dpm_solver");
+  } catch (e) {
+    throw new Error(
+      `${join(modelDir, "scheduler", "scheduler_config.json")}: ${(e as Error).message}`,
+    );
+  }
 }
 
 async function isFile(path: string): Promise<boolean> {
@@ -139,6 +174,7 @@ export async function inspectTeacher(modelDir: string): Promise<TeacherInfo> {
 export function describeTeacher(
   info: TeacherInfo,
   settings: TeacherSettings,
+  modelDir = "model_dir",
 ): Record<string, unknown> {
   if (info.kind === "flow") {
     const f = info.flow!;
@@ -154,8 +190,9 @@ export function describeTeacher(
   return {
     teacher: "diffusion",
     scheduler: "DPMSolverMultistepScheduler",
-    scheduler_config: DPMSolverMultistepScheduler.fromConfig(info.schedulerConfig!)
-      .resolvedConfig(),
+    scheduler_config: DPMSolverMultistepScheduler.fromConfig(
+      teacherSchedulerConfig(modelDir, info, settings.dpmSolver)!,
+    ).resolvedConfig(),
     infer_steps: settings.inferSteps,
     guidance_scale: settings.guidanceScale ?? 7.5,
     negative_prompt: settings.negativePrompt ?? "",

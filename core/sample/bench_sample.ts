@@ -8,8 +8,13 @@
  *
  * @example
  * ```ts
- * const r = await benchSample();
+ * import assert from "node:assert/strict";
+ *
+ * // `deno task bench` runs the defaults; one small timed batch each here
+ * const r = await benchSample({ batch: 1, repeats: 1, odeTol: 0.1 });
  * console.log(r.euler1ImagesPerSec, r.euler4ImagesPerSec, r.rk45ImagesPerSec, r.rk45Nfe);
+ * assert.ok([r.euler1ImagesPerSec, r.euler4ImagesPerSec, r.rk45ImagesPerSec].every((v) => v > 0));
+ * assert.ok(r.rk45Nfe >= 6); // at least one Dormand-Prince step
  * ```
  *
  * @module

@@ -12,6 +12,15 @@
  * <eval_folder>/summary.json             NFE, time per image, straightness, distance to z1
  * ```
  *
+ * Split among ranks (`shard`, from mpirun/srun; core/dist/shard.ts), rank r samples its
+ * contiguous share of the indices and writes `sample.rank{r}.log`, `caption.rank{r}.txt` (its
+ * captions, in index order), `summary.rank{r}.json` and `manifest/rank{r}.json`; the image files
+ * keep their global index. Euler sampling depends only on (seed, index); RK45's steps adapt to the
+ * whole batch, as with any change of batch size.
+ *
+ * ```
+ * ```
+ *
  * Inputs: the first `num_samples` pairs of `data.eval_root` in order, in batches of
  * `sampling.batch_size` (the last batch may be smaller), with their captions and either their
  * stored z0 (`randz0 = fix`) or fresh seeded noise (`random`; the captions then cycle over the
@@ -50,6 +59,7 @@ import { loadScoreModel, type ScoreModel } from "./score_model.ts";
 import { decodeToImages } from "./decode.ts";
 import { type BatchSamplerOptions, sampleBatch, type SamplerName, SAMPLERS } from "./sampler.ts";
 import { perSampleMse } from "./path_stats.ts";
+import { indexRuns, type Shard, shardRange, writeRankManifest } from "../dist/shard.ts";
 
 /** The original's RectifiedFlow defaults, which its sample config does not expose. */
 export const DEFAULT_ODE_TOL = 1e-5;
@@ -87,6 +97,8 @@ export interface SampleJobOptions {
   progress?: boolean;
   /** Models already loaded (they are not disposed); default: loaded from the config. */
   models?: SampleModels;
+  /** This rank's share of the samples when several machines split the job (default: all). */
+  shard?: Shard;
 }
 
 /** One sample's record in `summary.json`. */
@@ -273,10 +285,27 @@ function splitBatch(x: Float32Array, n: number): Float32Array[] {
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { getConfig } from "../../configs/sample.ts";
+ * import { Gpu } from "../gpu/device.ts";
+ *
+ * // the shipped student of the demo's teacher (3x12x12 pixels, no VAE), one Euler step
  * const config = getConfig();
- * config.sampling.ckpt_path = "logs/run1/checkpoints/score_model_s20000.safetensors";
- * const summary = await runSample({ gpu: await Gpu.open(), config, evalFolder: "out/run1" });
+ * config.diffusers.ckpt_path = "models/tiny_teacher";
+ * config.sampling.ckpt_path = "models/tiny_student/unet/diffusion_pytorch_model.safetensors";
+ * config.data.image_size = 12;
+ * config.data.num_channels = 3;
+ * const evalFolder = await Deno.makeTempDir(); // e.g. out/run1
+ * const prompts = ["a red circle", "a blue square on the left"];
+ * const gpu = await Gpu.open();
+ * const quiet = { console: false, progress: false }; // the log still goes to sample.log
+ * const summary = await runSample({ gpu, config, evalFolder, prompts, ...quiet });
  * console.log(summary.nfe, summary.seconds_per_image);
+ * assert.equal(summary.nfe, 1);
+ * assert.equal(summary.samples.length, 2);
+ * const written = JSON.parse(await Deno.readTextFile(`${evalFolder}/summary.json`));
+ * assert.equal(written.nfe, 1);
+ * await Deno.remove(evalFolder, { recursive: true });
  * ```
  */
 export async function runSample(opts: SampleJobOptions): Promise<SampleSummary> {
@@ -296,7 +325,14 @@ export async function runSample(opts: SampleJobOptions): Promise<SampleSummary> 
   if (s.return_traj) subdirs.push("traj");
   await prepareEvalFolder(evalFolder, subdirs);
 
-  const log = createLogger({ file: join(evalFolder, "sample.log"), console: opts.console ?? true });
+  const shard = opts.shard ?? { rank: 0, worldSize: 1 };
+  // Files every rank would write get the rank in their name (issue 14).
+  const own = (name: string, ext: string) =>
+    shard.worldSize > 1 ? `${name}.rank${shard.rank}.${ext}` : `${name}.${ext}`;
+  const log = createLogger({
+    file: join(evalFolder, own("sample", "log")),
+    console: opts.console ?? true,
+  });
   let data: PairDataset | null = null;
   let ownModels: SampleModels | null = null;
   try {
@@ -378,18 +414,22 @@ export async function runSample(opts: SampleJobOptions): Promise<SampleSummary> 
         : `sampler rk45, ode_tol ${odeTol}`,
     );
     log.info(`latent shape [${shape}], ${total} samples in batches of ${s.batch_size}`);
+    const [lo, hi] = shardRange(total, shard);
+    if (shard.worldSize > 1) {
+      log.info(`rank ${shard.rank} of ${shard.worldSize}: samples ${lo}..${hi - 1}`);
+    }
 
     const bar = opts.progress === false
       ? noProgress()
-      : createProgress({ total, label: "Samples", unit: "img" });
+      : createProgress({ total: hi - lo, label: "Samples", unit: "img" });
     const captionsOut: string[] = [];
     const records: SampleRecord[] = [];
     const nfePerBatch: number[] = [];
     let samplerSeconds = 0;
     const t0 = performance.now();
     try {
-      for (let start = 0; start < total; start += s.batch_size) {
-        const B = Math.min(s.batch_size, total - start);
+      for (let start = lo; start < hi; start += s.batch_size) {
+        const B = Math.min(s.batch_size, hi - start);
         const order = Array.from({ length: B }, (_, k) => start + k);
         let captions: string[];
         let sources: (number | null)[];
@@ -488,7 +528,7 @@ export async function runSample(opts: SampleJobOptions): Promise<SampleSummary> 
         });
         captionsOut.push(...captions);
         await writeFileAtomic(
-          join(evalFolder, "caption.txt"),
+          join(evalFolder, own("caption", "txt")),
           new TextEncoder().encode(captionsOut.map((c) => c + "\n").join("")),
         );
         const meanS = result.straightness.reduce((a, b) => a + b, 0) / B;
@@ -522,17 +562,28 @@ export async function runSample(opts: SampleJobOptions): Promise<SampleSummary> 
       latent_shape: shape,
       nfe: mean(nfePerBatch),
       nfe_per_batch: nfePerBatch,
-      seconds_per_image: loopSeconds / total,
-      sampler_seconds_per_image: samplerSeconds / total,
+      seconds_per_image: loopSeconds / Math.max(1, hi - lo),
+      sampler_seconds_per_image: samplerSeconds / Math.max(1, hi - lo),
       mean_straightness: mean(records.map((r) => r.straightness)),
       mean_mse_to_z1: mses.length ? mean(mses) : null,
       samples: records,
       adapter: adapter.description,
     };
     await writeFileAtomic(
-      join(evalFolder, "summary.json"),
+      join(evalFolder, own("summary", "json")),
       new TextEncoder().encode(JSON.stringify(summary, null, 2) + "\n"),
     );
+    if (shard.worldSize > 1) {
+      await writeRankManifest(evalFolder, {
+        job: "sample",
+        rank: shard.rank,
+        world_size: shard.worldSize,
+        range: [lo, hi],
+        written: indexRuns(records.map((r) => r.index)),
+        kept: [],
+        details: { adapter: adapter.description, seconds: loopSeconds },
+      });
+    }
     log.info(
       `done: ${total} samples, NFE ${summary.nfe}, ${
         summary.seconds_per_image.toFixed(3)

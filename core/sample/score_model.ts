@@ -163,11 +163,24 @@ async function locateCheckpoint(
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { Gpu } from "../gpu/device.ts";
+ *
+ * const gpu = await Gpu.open();
+ * // the shipped student's EMA weights (as a run's score_model_s{step}.safetensors) on the
+ * // teacher's UNet config
  * const sm = await loadScoreModel(gpu, {
- *   modelDir: "checkpoints/AltDiffusion",
- *   ckptPath: "logs/run1/checkpoints/score_model_s20000.safetensors",
- *   loadPretrained: false, allowMissingKeys: false, seed: 2333, orientation: "original",
+ *   modelDir: "models/tiny_teacher",
+ *   ckptPath: "models/tiny_student/unet/diffusion_pytorch_model.safetensors",
+ *   loadPretrained: false,
+ *   allowMissingKeys: false,
+ *   seed: 2333,
+ *   orientation: "original",
  * });
+ * assert.equal(sm.format, "safetensors");
+ * assert.equal(sm.orientationSource, "checkpoint metadata"); // the file says how it was trained
+ * console.log(sm.notes.join("\n"), sm.orientation);
+ * sm.unet.dispose();
  * ```
  */
 export async function loadScoreModel(gpu: Gpu, opts: ScoreModelOptions): Promise<ScoreModel> {

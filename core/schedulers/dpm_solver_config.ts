@@ -203,3 +203,100 @@ export function resolveDPMSolverConfig(given: Record<string, unknown>): Resolved
   for (const [k, v] of Object.entries(g)) if (!(k in DPM_SOLVER_DEFAULTS)) extras[k] = v;
   return { ...resolved, ...extras };
 }
+
+/**
+ * DPM-Solver settings a job config lays over a teacher's `scheduler_config.json` (the generate
+ * job's `dpm_solver` group). null keeps the file's value.
+ */
+export interface DPMSolverOverrides {
+  /**
+   * "teacher": the file as diffusers 0.26 reads it. "diffusers-0.12": the behaviour of the
+   * original tool's diffusers version, which predates these fields: the last step ends at
+   * sigma_min rather than 0 (with a second-order update from 15 steps on), timesteps are
+   * linspace-spaced, and there is no euler_at_final, Karras or Lu sigmas or lambda clipping.
+   */
+  preset: "teacher" | "diffusers-0.12";
+  final_sigmas_type: "zero" | "sigma_min" | null;
+  timestep_spacing: "linspace" | "leading" | "trailing" | null;
+  lower_order_final: boolean | null;
+  euler_at_final: boolean | null;
+}
+
+/** No change to the teacher's scheduler config. */
+export const NO_DPM_SOLVER_OVERRIDES: Readonly<DPMSolverOverrides> = Object.freeze({
+  preset: "teacher",
+  final_sigmas_type: null,
+  timestep_spacing: null,
+  lower_order_final: null,
+  euler_at_final: null,
+});
+
+/** The fields "diffusers-0.12" sets: diffusers 0.12's DPMSolverMultistepScheduler in 0.26 terms. */
+export const DIFFUSERS_0_12_FIELDS: Readonly<Record<string, unknown>> = Object.freeze({
+  final_sigmas_type: "sigma_min",
+  timestep_spacing: "linspace",
+  euler_at_final: false,
+  use_karras_sigmas: false,
+  use_lu_lambdas: false,
+  lambda_min_clipped: -Infinity,
+});
+
+/** Whether `o` changes anything. */
+export function hasDPMSolverOverrides(o: Partial<DPMSolverOverrides> | undefined): boolean {
+  if (!o) return false;
+  return (o.preset !== undefined && o.preset !== "teacher") ||
+    (["final_sigmas_type", "timestep_spacing", "lower_order_final", "euler_at_final"] as const)
+      .some((k) => o[k] !== null && o[k] !== undefined);
+}
+
+/**
+ * Lays `o` over a scheduler config: the preset's fields first, then every non-null key. Each
+ * value is checked, naming `where.<key>`; the result is resolved once more so that a combination
+ * diffusers refuses (e.g. final_sigmas_type "zero" with algorithm_type "dpmsolver") is an error
+ * naming the overridden field.
+ */
+export function overrideDPMSolverConfig(
+  given: Record<string, unknown>,
+  o: Partial<DPMSolverOverrides> | undefined,
+  where = "config.dpm_solver",
+): Record<string, unknown> {
+  if (!o) return { ...given };
+  const bad = (key: string, value: unknown, expected: string): never => {
+    throw new Error(`${where}.${key} = ${JSON.stringify(value)}: expected ${expected}`);
+  };
+  const choice = (key: keyof DPMSolverOverrides, allowed: readonly string[]) => {
+    const v = o[key];
+    if (v !== null && v !== undefined && !allowed.includes(v as string)) {
+      bad(key, v, `null or one of ${allowed.map((a) => `"${a}"`).join(", ")}`);
+    }
+  };
+  const flag = (key: keyof DPMSolverOverrides) => {
+    const v = o[key];
+    if (v !== null && v !== undefined && typeof v !== "boolean") bad(key, v, "null, true or false");
+  };
+  if (o.preset !== undefined && o.preset !== "teacher" && o.preset !== "diffusers-0.12") {
+    bad("preset", o.preset, `"teacher" or "diffusers-0.12"`);
+  }
+  choice("final_sigmas_type", ["zero", "sigma_min"]);
+  choice("timestep_spacing", ["linspace", "leading", "trailing"]);
+  flag("lower_order_final");
+  flag("euler_at_final");
+  const out: Record<string, unknown> = { ...given };
+  if (o.preset === "diffusers-0.12") Object.assign(out, DIFFUSERS_0_12_FIELDS);
+  for (
+    const k of [
+      "final_sigmas_type",
+      "timestep_spacing",
+      "lower_order_final",
+      "euler_at_final",
+    ] as const
+  ) {
+    if (o[k] !== null && o[k] !== undefined) out[k] = o[k];
+  }
+  try {
+    resolveDPMSolverConfig(out);
+  } catch (e) {
+    throw new Error(`${where} over the teacher's scheduler config: ${(e as Error).message}`);
+  }
+  return out;
+}

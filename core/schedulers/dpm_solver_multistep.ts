@@ -9,10 +9,22 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ *
+ * const text = await Deno.readTextFile("models/tiny_teacher/scheduler/scheduler_config.json");
  * const s = DPMSolverMultistepScheduler.fromConfig(JSON.parse(text));
  * s.setTimesteps(25);
- * let x = noise.map((v) => v * s.initNoiseSigma);
+ * // The model is the caller's (the UNet, in the generate job). Here it is the exact noise
+ * // prediction for data that is one point, so the solver must end on that point.
+ * const point = Float32Array.from([0.5, -1, 0.25, 2]);
+ * const unet = (x: Float32Array, t: number) => {
+ *   const alpha = Math.sqrt(s.alphasCumprod[t]), sigma = Math.sqrt(1 - s.alphasCumprod[t]);
+ *   return Promise.resolve(x.map((v, i) => (v - alpha * point[i]) / sigma));
+ * };
+ * const noise = Float32Array.from([0.3, -1.2, 0.8, 0.1]);
+ * let x: Float32Array = noise.map((v) => v * s.initNoiseSigma);
  * for (const t of s.timesteps) x = s.step(await unet(s.scaleModelInput(x, t), t), t, x);
+ * assert.ok(x.every((v, i) => Math.abs(v - point[i]) < 1e-4));
  * ```
  *
  * @module

@@ -43,6 +43,26 @@ export function setGradEnabled(on: boolean): boolean {
   return prev;
 }
 
+/**
+ * Called during {@link backward} with each leaf (a parameter) whose gradient that backward will
+ * not change any more: every recorded use of the leaf has had its backward run (or needed none).
+ * The gradient exchange starts reading a group of gradients back as soon as all are final.
+ */
+export type GradFinalHook = (leaf: Tensor) => void;
+
+let gradFinalHook: GradFinalHook | null = null;
+
+/** Runs `fn` (which calls backward) with `hook` told of each leaf whose gradient is final. */
+export function withGradFinalHook<T>(hook: GradFinalHook, fn: () => T): T {
+  const prev = gradFinalHook;
+  gradFinalHook = hook;
+  try {
+    return fn();
+  } finally {
+    gradFinalHook = prev;
+  }
+}
+
 /** Whether an op with these inputs must be recorded. */
 export function needsGrad(...inputs: (Tensor | null | undefined)[]): boolean {
   return gradEnabled && inputs.some((t) => t?.requiresGrad);
@@ -143,6 +163,26 @@ export function backward(
     else pending.set(r, keep(g.alias()));
   });
   const order = topoOrder(roots);
+  // For the grad-final hook: how many recorded uses of each leaf are still to be walked.
+  const hook = gradFinalHook;
+  const usesLeft = new Map<Tensor, number>();
+  if (hook) {
+    for (const t of order) {
+      for (const x of t.node!.inputs) if (x && !x.node) usesLeft.set(x, (usesLeft.get(x) ?? 0) + 1);
+    }
+    roots.forEach((r) => {
+      if (!r.node && !usesLeft.has(r)) hook(r);
+    });
+  }
+  const walked = (node: GradNode) => {
+    if (!hook) return;
+    for (const x of node.inputs) {
+      if (!x || x.node) continue;
+      const n = usesLeft.get(x)! - 1;
+      usesLeft.set(x, n);
+      if (n === 0) hook(x);
+    }
+  };
   for (let k = order.length - 1; k >= 0; k--) {
     const t = order[k];
     const node = t.node!;
@@ -151,6 +191,7 @@ export function backward(
     t.node = null;
     if (!g) {
       node.release();
+      walked(node);
       continue;
     }
     const ins = tidy(() => {
@@ -184,6 +225,7 @@ export function backward(
         } else pending.set(input, gi);
       }
     });
+    walked(node);
   }
   for (const g of pending.values()) g.dispose();
 }

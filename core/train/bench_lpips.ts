@@ -10,7 +10,8 @@
  * step's activations.
  *
  * @example
- * ```ts
+ * ```ts ignore
+ * // not a doc test: four training runs, ~40 s on lavapipe even at 2 steps with a narrow VGG
  * const r = await benchLpips({ steps: 6 });
  * for (const c of r.cases) console.log(c.name, c.stepSecs, c.peakGpuBytes);
  * ```

@@ -6,9 +6,12 @@
  * Run as a script, this file is the second worker of the two-worker measurement.
  *
  * @example
- * ```ts
- * const r = await benchTrain({ steps: 10 });
+ * ```ts ignore
+ * // not a doc test: even 3 steps of one worker take ~15 s on lavapipe (compile, eval, checkpoint)
+ * const r = await benchTrain({ steps: 10 }); // one worker, then two worker processes
  * console.log(r.stepsPerSec, r.peakGpuBytes, r.twoWorkerStepRatio);
+ * const one = await benchTrain({ steps: 3, warm: 1, workers: false }); // no second worker
+ * console.log(one.stepSecs1);
  * ```
  *
  * @module

@@ -16,9 +16,35 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { shapeSample } from "../demo/shapes.ts";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { loadDiffusersPipeline } from "../models/diffusers_folder.ts";
+ * import { encodeCaptions } from "../pipeline/teacher.ts";
+ * import { noGrad } from "../tensor/autograd.ts";
+ * import { CounterRng } from "./rng.ts";
+ *
+ * // the demo's teacher, trained with this objective on the shapes data set (3x12x12 pixels)
+ * const gpu = await Gpu.open();
+ * const pipe = await loadDiffusersPipeline(gpu, "models/tiny_teacher", { vae: false });
+ * const { tokenizer, textEncoder, unet } = pipe;
  * const obj = await DiffusionObjective.fromModelDir("models/tiny_teacher");
+ * const rng = new CounterRng(2333);
+ * const B = 4, n = 3 * 12 * 12;
+ * const pictures = [0, 1, 2, 3].map((i) => shapeSample(1, i));
+ * const batch = {
+ *   z0: rng.normals(rng.advance(B * n), B * n), // the noise
+ *   z1: Float32Array.from(pictures.flatMap((p) => [...p.pixels])), // clean pictures
+ *   shape: [B, 3, 12, 12] as const,
+ *   context: encodeCaptions(tokenizer, textEncoder, pictures.map((p) => p.caption)),
+ * };
  * const t = obj.timestepsAt(rng, rng.advance(B), B);
- * const loss = obj.loss(gpu, (x, ts, ctx) => unet.forward(x, ts, ctx), batch, t, true);
+ * const loss = noGrad(() =>
+ *   obj.loss(gpu, (x, ts, ctx) => unet.forward(x, ts, ctx), batch, t, true)
+ * );
+ * const [value] = await loss.toF32();
+ * console.log(`timesteps ${t}: loss ${value}`);
+ * assert.ok(value < 0.5); // predicting no noise at all would score about 1
  * ```
  *
  * @module

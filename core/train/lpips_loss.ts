@@ -23,9 +23,38 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { getConfig } from "../../configs/train.ts";
+ * import { readNpy } from "../data/npy.ts";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { loadVae } from "../models/diffusers_folder.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ * import { drawT, parseTSchedule } from "./reflow_loss.ts";
+ * import { CounterRng } from "./rng.ts";
+ *
+ * const gpu = await Gpu.open();
+ * const fixtures = "tests/fixtures"; // a tiny VAE, a narrow VGG16 and LPIPS heads, as torch files
+ * const config = getConfig();
+ * config.reflow.reflow_loss = "lpips";
+ * config.reflow.reflow_t_schedule = "t0"; // one-step distillation, as the original asserts
+ * config.reflow.lpips_vgg_path = `${fixtures}/lpips/vgg16_narrow.pth`; // vgg16-397923af.pth
+ * config.reflow.lpips_heads_path = `${fixtures}/lpips/heads.pth`; // lpips/weights/v0.1/vgg.pth
+ * const vae = await loadVae(gpu, `${fixtures}/models/vae_tiny`); // 4x8x8 latents -> 3x16x16
  * const impl = await selectReflowLoss(gpu, config, vae); // l2 or an LPIPS variant
- * const loss = impl.loss(gpu, velocity, batch, t, opts);
+ * // Two pairs and a fixed velocity standing in for the student's, with the loss that the lpips
+ * // package computed for them.
+ * const npy = async (f: string) => (await readNpy(`${fixtures}/lpips/${f}.npy`)).data;
+ * const names = ["vae_z0", "vae_z1", "vae_v", "vae_lpips"];
+ * const [z0, z1, v, want] = (await Promise.all(names.map(npy))) as Float32Array[];
+ * const context = Tensor.from(gpu, new Float32Array(2 * 8), [2, 1, 8]); // unused by this velocity
+ * const batch = { z0, z1, shape: [2, 4, 8, 8] as const, context };
+ * const velocity = () => Tensor.from(gpu, v, [2, 4, 8, 8]);
+ * const t = drawT(parseTSchedule(config.reflow.reflow_t_schedule), new CounterRng(0), 2);
+ * const opts = { loss: "lpips", reduceMean: true, orientation: "original" as const };
+ * const [loss] = await impl.loss(gpu, velocity, batch, t, opts).toF32();
+ * assert.ok(Math.abs(loss - (want[0] + want[1]) / 2) < 1e-4);
  * impl.dispose();
+ * vae.dispose();
  * ```
  *
  * @module

@@ -10,9 +10,36 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ * import { getConfig } from "../../configs/train.ts";
+ * import { TINY_BENCH_UNET } from "../bench/tiny_setup.ts";
+ * import { Gpu } from "../gpu/device.ts";
+ * import { UNet2DConditionModel } from "../models/unet2d_condition.ts";
+ * import { Tensor } from "../tensor/tensor.ts";
+ * import { CounterRng, STREAM_TRAIN } from "./rng.ts";
+ *
+ * const gpu = await Gpu.open();
+ * const config = getConfig();
+ * const unet = UNet2DConditionModel.create(gpu, TINY_BENCH_UNET, 0); // a fresh student, 4x8x8
+ * const rng = new CounterRng(config.seed, STREAM_TRAIN);
+ * const B = 2, n = 4 * 8 * 8;
+ * const batch = {
+ *   z0: rng.normals(rng.advance(B * n), B * n), // the noise of two pairs
+ *   z1: rng.normals(rng.advance(B * n), B * n), // the teacher's latents (random here)
+ *   shape: [B, 4, 8, 8] as const,
+ *   context: Tensor.from(gpu, new Float32Array(B * 8 * 32), [B, 8, 32]), // caption states
+ * };
  * const schedule = parseTSchedule(config.reflow.reflow_t_schedule);
  * const t = drawT(schedule, rng, B);
- * const loss = reflowLoss((zt, ts, ctx) => unet.forward(zt, ts, ctx), batch, t, opts);
+ * const opts = {
+ *   loss: config.reflow.reflow_loss,
+ *   reduceMean: config.training.reduce_mean,
+ *   orientation: config.training.timestep_orientation,
+ * };
+ * const loss = reflowLoss(gpu, (zt, ts, ctx) => unet.forward(zt, ts, ctx), batch, t, opts);
+ * assert.ok(loss.requiresGrad); // the trainer's backward reaches the UNet's parameters from here
+ * const [value] = await loss.toF32();
+ * assert.ok(Number.isFinite(value) && value > 0);
  * ```
  *
  * @module

@@ -5,9 +5,16 @@
  *
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ *
  * const rng = new CounterRng(2333, STREAM_TRAIN);
  * const base = rng.advance(4); // reserve 4 draws
  * const u = rng.uniformAt(base + 2); // the third of them
+ * // A resumed run (or another worker) gets the same draw from the saved counter alone.
+ * const resumed = new CounterRng(2333, STREAM_TRAIN);
+ * resumed.load({ seed: 2333, stream: STREAM_TRAIN, counter: 2 });
+ * assert.equal(resumed.uniformAt(resumed.advance(1)), u);
+ * assert.notEqual(new CounterRng(2333, STREAM_EVAL).uniformAt(2), u); // streams never share
  * ```
  *
  * @module

@@ -24,16 +24,16 @@
  */
 
 import { encodeCaptions as encodePromptStates } from "../pipeline/teacher.ts";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { Gpu } from "../gpu/device.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { keep, tidy } from "../tensor/scope.ts";
 import { backward, noGrad } from "../tensor/autograd.ts";
 import { readMany } from "../tensor/readback.ts";
 import { addInPlace } from "../kernels/binary.ts";
-import { fill } from "../kernels/fill.ts";
 import type { TrainConfig } from "../../configs/train.ts";
-import { formatConfig } from "../config/overrides.ts";
+import { formatConfig, validateConfig } from "../config/overrides.ts";
+import { schema as trainSchema } from "../../configs/train.ts";
 import type { UNet2DConditionModel } from "../models/unet2d_condition.ts";
 import type { AutoencoderKL } from "../models/autoencoder_kl.ts";
 import type { TextEncoder } from "../models/text_encoders.ts";
@@ -61,12 +61,18 @@ import { checkLpipsConfig, selectReflowLoss } from "./lpips_loss.ts"; // issue 8
 import {
   checkpointName,
   type DataPosition,
+  firstNonFinite,
   loadTrainState,
+  NonFiniteStateError,
+  repairCheckpoints,
   saveTrainState,
+  scoreModelMetadata,
+  scoreModelName,
   stepFromCheckpointPath,
   type TrainStateJson,
 } from "./train_state.ts";
 import { type GradientExchange, LocalExchange } from "../dist/allreduce.ts";
+import { type BucketOptions, GradientBuckets } from "../dist/grad_buckets.ts";
 import { DEFAULT_CAPTION_DROPOUT, DiffusionObjective, SAMPLE_GRID } from "./diffusion_loss.ts";
 import type { LossBatch } from "./reflow_loss.ts";
 import { DiffusionTeacher } from "../pipeline/teacher.ts";
@@ -91,6 +97,8 @@ export interface TrainerInit {
   evalData: PairDataset;
   /** Gradient averaging with the other workers (default: a single worker). */
   exchange?: GradientExchange;
+  /** How gradients are exchanged: bucket size, f16 transport, overlap with backward. */
+  dist?: BucketOptions;
   /** Echo log lines to stderr (default true). */
   console?: boolean;
   /** Draw a progress bar / progress lines on stderr (default true). */
@@ -121,6 +129,8 @@ export interface TrainResult {
 
 /** Refuses settings this implementation does not have, naming them. */
 export function checkTrainConfig(config: TrainConfig): TSchedule {
+  // Types, choices, tuple lengths and ranges, as for a config given on the command line.
+  validateConfig(config, trainSchema, "config");
   const t = config.training;
   if (t.mixed_precision !== "no" && t.mixed_precision !== "fp16") {
     throw new Error(
@@ -294,6 +304,22 @@ function flipRows(x: Float32Array, flip: boolean[], C: number, H: number, W: num
 const isLogStep = (step: number, freq: number) => step % freq === 0 || step === 1;
 
 /**
+ * Throws naming the data set and pair when a batch holds a NaN or an infinity, so that bad data is
+ * told apart from a diverging model (a scan of host arrays already read; no GPU work).
+ */
+function checkBatchFinite(batch: PairBatch, root: string, what: string): void {
+  for (const [name, x] of [["z0 (noise)", batch.z0], ["z1 (latent)", batch.z1]] as const) {
+    const at = firstNonFinite(x);
+    if (at < 0) continue;
+    const per = x.length / batch.indices.length;
+    throw new Error(
+      `${what} (${root}): pair ${batch.indices[Math.floor(at / per)]} holds a non-finite ` +
+        `value (${x[at]}) in ${name}; regenerate or remove that pair`,
+    );
+  }
+}
+
+/**
  * Runs (or resumes) training. Rank 0 writes the logs, TensorBoard, samples and checkpoints; the
  * other ranks only compute their shard and average gradients.
  */
@@ -351,6 +377,8 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
     writeFlat(params, got);
   }
   const ema = new Ema(gpu, params, config.ema.decay);
+  // Gradients are averaged in buckets, read back as backward completes them (core/dist/).
+  const buckets = worldSize > 1 ? new GradientBuckets(gpu, params, exchange, init.dist) : null;
 
   let log: Logger | null = null;
   let tb: EventWriter | null = null;
@@ -363,6 +391,16 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
     log.info(`\n${formatConfig(config)}`);
     log.info(`comment : ${init.comment ?? "None"}`);
     tb = new EventWriter(join(workdir, "tensorboard"));
+    // A run killed mid-save leaves temporaries, or a checkpoint without its score model.
+    const dirs = new Set([checkpointDir]);
+    if (tc.ckpt_path !== null) dirs.add(dirname(tc.ckpt_path.replace(/[\\/]+$/, "")));
+    for (const dir of dirs) {
+      const r = await repairCheckpoints(dir);
+      for (const n of r.removed) log.warn(`removed ${join(dir, n)} (left by an interrupted save)`);
+      for (const n of r.restored) log.warn(`restored ${join(dir, n)}`);
+      for (const n of r.exported) log.warn(`wrote the missing ${join(dir, n)} from its checkpoint`);
+      for (const n of r.skipped) log.warn(`cannot complete ${join(dir, n)}`);
+    }
   }
 
   let resumedLossScale: TrainStateJson["lossScale"];
@@ -461,12 +499,14 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
   let lastLogStep = step;
   const t0 = performance.now();
 
+  // Every checkpoint on disk has passed the finiteness check (saveTrainState refuses otherwise,
+  // loadTrainState checks the one resumed from), so the newest one is good.
+  let lastGood: string | null = tc.ckpt_path;
+  const lastGoodText = () =>
+    `The last good checkpoint is ${lastGood ?? "(none: no checkpoint was written)"}`;
   const checkFinite = (s: number, v: number) => {
     if (!Number.isFinite(v)) {
-      throw new Error(
-        `training loss is ${v} at step ${s}; stopping. The last good checkpoint is ` +
-          `${result.lastCheckpoint ?? "(none written in this run)"}`,
-      );
+      throw new Error(`training loss is ${v} at step ${s}; stopping. ${lastGoodText()}`);
     }
   };
 
@@ -488,23 +528,32 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
 
   const saveCheckpoint = async (): Promise<void> => {
     const dir = join(checkpointDir, checkpointName(step));
-    await saveTrainState(dir, unet, opt, ema, {
-      step,
-      rng: { train: rngTrain.state(), eval: rngEval.state(), sample: rngSample.state() },
-      trainData: loader.next,
-      evalPosition,
-      worldSize,
-      config,
-      lossScale: scaler?.state(),
-    });
+    try {
+      await saveTrainState(dir, unet, opt, ema, {
+        step,
+        rng: { train: rngTrain.state(), eval: rngEval.state(), sample: rngSample.state() },
+        trainData: loader.next,
+        evalPosition,
+        worldSize,
+        config,
+        lossScale: scaler?.state(),
+      });
+    } catch (e) {
+      if (!(e instanceof NonFiniteStateError)) throw e;
+      throw new Error(
+        `training diverged by step ${step} (${e.message}); stopping. ${lastGoodText()}`,
+        { cause: e },
+      );
+    }
+    lastGood = dir;
     await ema.withAverage(() =>
-      saveModule(unet, join(checkpointDir, `score_model_s${step}.safetensors`), {
+      saveModule(unet, join(checkpointDir, scoreModelName(step)), {
         // The sample job and flow teachers read the orientation the student was trained with.
-        metadata: { step: String(step), timestep_orientation: tc.timestep_orientation },
+        metadata: scoreModelMetadata(step, tc.timestep_orientation),
       })
     );
     result.lastCheckpoint = dir;
-    log?.info(`step ${step} | saved ${dir} and score_model_s${step}.safetensors (EMA)`);
+    log?.info(`step ${step} | saved ${dir} and ${scoreModelName(step)} (EMA)`);
   };
 
   const diffusionGrid = async (captions: string[], z0: Float32Array): Promise<Float32Array> => {
@@ -582,6 +631,7 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
 
   const evaluate = async (): Promise<number> => {
     const batch = await evalBatch();
+    checkBatchFinite(batch, init.evalData.root, "config.data.eval_root");
     const context = encodeCaptions(batch.captions);
     try {
       const base = rngEval.advance(B);
@@ -616,6 +666,7 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
       const parts: Tensor[] = [];
       for (let a = 0; a < accum; a++) {
         const batch = await loader.take();
+        checkBatchFinite(batch, init.trainData.root, "config.data.train_root");
         const tBase = rngTrain.advance(G);
         const flipBase = config.data.random_flip ? rngTrain.advance(G) : -1;
         const noiseBase = tc.randz0 === "random" ? rngTrain.advance(G * n) : -1;
@@ -635,14 +686,17 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
             ? diffusion.dropCaptionsAt(batch.captions, rngTrain, dropBase + rank * B)
             : batch.captions,
         );
+        // The last micro-batch's backward feeds the gradient buckets as it goes.
+        const last = a === accum - 1 && buckets;
+        const bw = (f: () => void) => (last ? buckets.backward(f) : f());
         const run = () => {
           const l = lossAt(rngTrain, tBase + rank * B, { z0, z1, shape: [B, C, H, W], context });
           if (!scaler) {
-            backward([l], [one], addInPlace);
+            bw(() => backward([l], [one], addInPlace));
             return l;
           }
           const seed = Tensor.from(gpu, [scaler.scale], [1]);
-          backward([l], [seed], addInPlace);
+          bw(() => backward([l], [seed], addInPlace));
           seed.dispose();
           return l;
         };
@@ -653,31 +707,14 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
 
       let stepLoss: number | null = null;
       let stopAfter = stopRequested || init.stopAtStep === next;
-      if (worldSize > 1) {
-        // One read-back of every gradient and the losses; one exchange; the average written back.
-        for (const p of params) {
-          if (!p.grad) {
-            p.grad = keep(Tensor.empty(gpu, p.shape));
-            fill(p.grad, 0);
-          }
-        }
-        const host = await readMany([...params.map((p) => p.grad!), ...parts]);
-        const total = params.reduce((s, p) => s + p.size, 0);
-        const flat = new Float32Array(total + accum + 1);
-        let off = 0;
-        for (let i = 0; i < params.length; i++) {
-          flat.set(host[i], off);
-          off += params[i].size;
-        }
-        for (let a = 0; a < accum; a++) flat[total + a] = host[params.length + a][0];
-        flat[total + accum] = main && stopAfter ? worldSize : 0;
-        const avg = await exchange.allReduceMean(flat);
-        writeFlat(params.map((p) => p.grad!), avg);
+      if (buckets) {
+        // The gradients' buckets, then the losses and the stop flag, averaged over the workers.
+        const avg = await buckets.finish(parts, [main && stopAfter ? worldSize : 0]);
         let s = 0;
-        for (let a = 0; a < accum; a++) s += avg[total + a];
+        for (let a = 0; a < accum; a++) s += avg[a];
         stepLoss = s / accum;
         checkFinite(next, stepLoss);
-        stopAfter = avg[total + accum] > 0.5;
+        stopAfter = avg[accum] > 0.5;
         for (const t of parts) t.dispose();
       } else {
         pending.push({ step: next, parts });
@@ -726,6 +763,13 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
 
       if (main && (isLogStep(step, tc.eval_freq) || last)) {
         const ev = await evaluate();
+        if (!Number.isFinite(ev)) {
+          // The eval pairs are finite (checked), so the EMA weights have diverged.
+          throw new Error(
+            `eval loss is ${ev} at step ${step} (EMA weights on finite eval pairs); stopping. ` +
+              lastGoodText(),
+          );
+        }
         result.evalLosses.set(step, ev);
         log!.info(`step ${step} | eval_loss ${ev.toFixed(5)}`);
         tb!.addScalar("eval_loss", ev, step);

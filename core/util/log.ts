@@ -5,9 +5,14 @@
  *
  * @example
  * ```ts
- * const log = createLogger({ file: "logs/run1/exp.log" });
+ * import assert from "node:assert/strict";
+ *
+ * const workdir = await Deno.makeTempDir(); // a run's folder, e.g. logs/run1
+ * const log = createLogger({ file: `${workdir}/exp.log` });
  * log.info(`step 20 | training_loss 0.12345`);
  * log.close();
+ * assert.match(await Deno.readTextFile(`${workdir}/exp.log`), /INFO.*training_loss 0\.12345/);
+ * await Deno.remove(workdir, { recursive: true });
  * ```
  *
  * @module

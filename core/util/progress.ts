@@ -5,9 +5,15 @@
  *
  * @example
  * ```ts
- * const bar = createProgress({ total: 1000, label: "Steps", start: 0 });
+ * import assert from "node:assert/strict";
+ *
+ * // Without `tty` and `log` it draws on stderr; here it writes log lines into an array.
+ * const lines: string[] = [];
+ * const log = (line: string) => lines.push(line);
+ * const bar = createProgress({ total: 1000, label: "Steps", start: 0, tty: false, log });
  * for (let step = 0; step < 1000; step++) bar.increment(1, { loss: 0.01 });
  * bar.stop();
+ * assert.match(lines.at(-1)!, /^Steps 1000\/1000 \(100\.0%\) .* loss=0\.0100$/);
  * ```
  *
  * @module

@@ -125,9 +125,88 @@ Deno.test("splitConfigOverrides: = form, space form, bare boolean", () => {
   assert.deepEqual(overrides, [
     { key: "training.batch_size", value: "4" },
     { key: "sampling.use_ode_sampler", value: "rk45" },
-    { key: "data.random_flip", value: "true" },
+    { key: "data.random_flip", value: "", bare: true },
     { key: "optim.lr", value: "-1e-3" },
   ]);
+});
+
+Deno.test("overrides: a bare --config.key sets a boolean, and is an error naming any other key", () => {
+  const args = (argv: string[]) => splitConfigOverrides(argv).overrides;
+  const c = applyOverrides(getTrain(), args(["--config.data.random_flip"]), trainSchema);
+  assert.equal(c.data.random_flip, true);
+  assert.throws(
+    () => applyOverrides(getTrain(), args(["--config.optim.lr", "--workdir", "x"]), trainSchema),
+    /"config\.optim\.lr" has no value; write --config\.optim\.lr=<value> \(a number\)/,
+  );
+  assert.throws(
+    () => applyOverrides(getTrain(), args(["--config.diffusers.ckpt_path"]), trainSchema),
+    /"config\.diffusers\.ckpt_path" has no value.*\(a string\)/,
+  );
+  assert.throws(
+    () => applyOverrides(getTrain(), args(["--config.optim.betas"]), trainSchema),
+    /"config\.optim\.betas" has no value.*\(a list like \(1, 2\)\)/,
+  );
+  assert.throws(
+    () => applyOverrides(getTrain(), args(["--config.training.ckpt_path"]), trainSchema),
+    /"config\.training\.ckpt_path" has no value/,
+  );
+});
+
+Deno.test("overrides: tuple lengths and value ranges name the key and what is wrong", () => {
+  const bad: [Record<string, string>, RegExp][] = [
+    [
+      { "optim.betas": "(0.9, 0.999, 0.5)" },
+      /config\.optim\.betas": must hold exactly 2 items, got 3/,
+    ],
+    [{ "optim.betas": "(0.9,)" }, /config\.optim\.betas": must hold exactly 2 items, got 1/],
+    [
+      { "optim.betas": "(0.9, 1.0)" },
+      /config\.optim\.betas": item 1 \(1\) is out of range: it must be in \[0, 1\)/,
+    ],
+    [{ "optim.lr": "-1" }, /config\.optim\.lr": -1 is out of range: it must be >= 0/],
+    [{ "optim.lr": "inf" }, /config\.optim\.lr": Infinity is out of range/],
+    [{ "optim.warmup": "-1" }, /config\.optim\.warmup": -1 is out of range: it must be >= 0/],
+    [{ "optim.eps": "-1e-8" }, /config\.optim\.eps": .* >= 0/],
+    [{ "optim.weight_decay": "-0.1" }, /config\.optim\.weight_decay": .* >= 0/],
+    [
+      { "training.batch_size": "0" },
+      /config\.training\.batch_size": 0 is out of range: it must be >= 1/,
+    ],
+    [{ "training.num_steps": "-5" }, /config\.training\.num_steps"/],
+    [{ "training.log_freq": "0" }, /config\.training\.log_freq"/],
+    [
+      { "training.caption_dropout": "1.5" },
+      /config\.training\.caption_dropout": 1\.5 .* in \[0, 1\]/,
+    ],
+    [{ "ema.decay": "1.01" }, /config\.ema\.decay"/],
+    [{ "sampling.init_noise_scale": "0" }, /config\.sampling\.init_noise_scale": 0 .* > 0/],
+    [{ "data.image_size": "0" }, /config\.data\.image_size"/],
+  ];
+  for (const [o, re] of bad) assert.throws(() => applyOverrides(getTrain(), o, trainSchema), re);
+  // Boundaries that are valid.
+  const c = applyOverrides(getTrain(), {
+    "optim.lr": "0",
+    "optim.warmup": "0",
+    "optim.betas": "(0, 0.5)",
+    "optim.grad_clip": "inf",
+    "ema.decay": "1",
+  }, trainSchema);
+  assert.equal(c.optim.grad_clip, Infinity);
+  const g = getGenerate();
+  assert.throws(() => applyOverrides(g, { bs: "0" }, generateSchema), /config\.bs": 0/);
+  assert.throws(
+    () => applyOverrides(g, { devices: "[0, -1]" }, generateSchema),
+    /config\.devices": item 1 \(-1\) is out of range: it must be >= 0/,
+  );
+  assert.throws(() => applyOverrides(g, { part: "-2" }, generateSchema), /config\.part": -2/);
+  assert.throws(
+    () => applyOverrides(g, { infer_steps: "0" }, generateSchema),
+    /config\.infer_steps/,
+  );
+  assert.throws(
+    () => applyOverrides(g, { guidance_scale: "nan" }, generateSchema),
+    /config\.guidance_scale/,
+  );
 });
 
 Deno.test("parseJobArgs + loadJobConfig", async () => {
@@ -191,6 +270,29 @@ Deno.test("loadConfigModule: fresh config, errors name the file", async () => {
       `export const schema = { integers: ["bs"] };\nexport function getConfig() { return { bs: 2.5 }; }\n`,
     );
     await assert.rejects(() => loadConfigModule(badInt), /config\.bs.*integer/);
+    // A config file's values are held to the same ranges and lengths.
+    const badRange = join(dir, "badrange.ts");
+    Deno.writeTextFileSync(
+      badRange,
+      `import { getConfig as base, schema as s } from "${join(root, "configs/train.ts")}";\n` +
+        `export const schema = s;\n` +
+        `export function getConfig() { const c = base(); c.optim.betas = [0.9, 0.99, 0.9]; return c; }\n`,
+    );
+    await assert.rejects(
+      () => loadConfigModule(badRange),
+      /badrange\.ts: "config\.optim\.betas" must hold exactly 2 items, got 3/,
+    );
+    const badLr = join(dir, "badlr.ts");
+    Deno.writeTextFileSync(
+      badLr,
+      `import { getConfig as base, schema as s } from "${join(root, "configs/train.ts")}";\n` +
+        `export const schema = s;\n` +
+        `export function getConfig() { const c = base(); c.optim.lr = -1; return c; }\n`,
+    );
+    await assert.rejects(
+      () => loadConfigModule(badLr),
+      /"config\.optim\.lr" -1 is out of range: it must be >= 0/,
+    );
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }

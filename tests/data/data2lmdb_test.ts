@@ -27,7 +27,7 @@ Deno.test("data2lmdb: key i holds i.npy's bytes, __len__ and __keys__ as documen
       batchSize: 5,
       onProgress: (d) => progress.push(d),
     });
-    assert.deepEqual(res, { lmdbPath: p.lmdb, count: 12, shape: [4, 2, 3] });
+    assert.deepEqual(res, { lmdbPath: p.lmdb, count: 12, format: "reflow", shape: [4, 2, 3] });
     assert.deepEqual(progress, [5, 10, 12]);
     assert.deepEqual([...Deno.readDirSync(p.content)].map((e) => e.name).sort(), [
       "captions.txt",

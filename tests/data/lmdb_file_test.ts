@@ -1,9 +1,5 @@
 import assert from "node:assert/strict";
-import {
-  compareKeys,
-  LmdbBulkWriter,
-  LmdbFileReader,
-} from "../../core/data/lmdb_file.ts";
+import { compareKeys, LmdbBulkWriter, LmdbFileReader } from "../../core/data/lmdb_file.ts";
 import { openLmdbPairStore } from "../../core/data/pair_store.ts";
 import { FormatError } from "../../core/io/format_error.ts";
 

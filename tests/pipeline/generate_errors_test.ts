@@ -168,7 +168,10 @@ Deno.test({
       await Deno.writeTextFile(caps, "a cat\na dog\n");
       // The folder has configs but no tokenizer and no weights: the workers fail to load it.
       await assert.rejects(
-        runGenerate({ ...config, captions_file: caps, devices: [0, 1] }, quiet),
+        runGenerate(
+          { ...config, captions_file: caps, devices: [0, 0] },
+          { ...quiet, shareAdapter: true },
+        ),
         /generate: worker \d \(pairs \d\.\.\d\) failed: .*(tokenizer|weight)/,
       );
     } finally {

@@ -47,9 +47,18 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "reflow-gen-" });
     try {
       await Deno.writeTextFile(join(dir, "caps.txt"), CAPTIONS.join("\n"));
-      const a = { ...baseConfig(dir), save_dir: join(dir, "a"), devices: [0, 1], bs: 2 };
-      const r1 = await runGenerate(a, quiet);
+      // Two workers on this machine's one adapter: refused unless sharing is asked for.
+      const a = { ...baseConfig(dir), save_dir: join(dir, "a"), devices: [0, 0], bs: 2 };
+      await assert.rejects(runGenerate(a, quiet), /workers 0 and 1 would both run on adapter 0/);
+      const logs: string[] = [];
+      const r1 = await runGenerate(a, { ...quiet, shareAdapter: true, log: (l) => logs.push(l) });
       assert.equal(r1.workers, 2);
+      for (const k of [0, 1]) {
+        assert.ok(
+          logs.some((l) => l.startsWith(`generate: worker ${k} `) && /adapter .*vendor 0x/.test(l)),
+          `worker ${k} logs its adapter: ${logs.join("\n")}`,
+        );
+      }
       assert.equal(r1.generated, 4);
       const images = join(dir, "a", "content", "images");
 
@@ -95,7 +104,7 @@ Deno.test({
       await Deno.remove(join(images, "3.npy"));
       await Deno.writeFile(join(images, "2.npy"), before[2].subarray(0, 700));
       await Deno.writeFile(join(images, "3.npy.tmp"), before[3].subarray(0, 100));
-      const r2 = await runGenerate(a, quiet);
+      const r2 = await runGenerate(a, { ...quiet, shareAdapter: true });
       assert.equal(r2.skipped, 1);
       assert.equal(r2.generated, 3);
       assert.deepEqual(await listNpy(images), ["0.npy", "1.npy", "2.npy", "3.npy"]);

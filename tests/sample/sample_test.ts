@@ -459,5 +459,5 @@ Deno.test("sample CLI: overrides and repeated --prompt", async () => {
   );
   const zero = await cli([...common, "--config.sampling.sample_N=0"]);
   assert.equal(zero.code, 1);
-  assert.match(zero.stderr, /config\.sampling\.sample_N: must be an integer >= 1, got 0/);
+  assert.match(zero.stderr, /config\.sampling\.sample_N": 0 is out of range: it must be >= 1/);
 });

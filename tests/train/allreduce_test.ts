@@ -1,6 +1,10 @@
-/** The loopback TCP gradient exchange: averaging in rank order, broadcast, length checks. */
+/**
+ * The loopback TCP gradient exchange: averaging in rank order, broadcast, length checks, the f16
+ * transport, and several exchanges in flight at once.
+ */
 import assert from "node:assert/strict";
 import { connectWorker, listenHub } from "../../core/dist/allreduce.ts";
+import { f16BitsToF32, f32ToF16Bits } from "../../core/io/half.ts";
 
 Deno.test("allreduce over loopback TCP averages in rank order", async () => {
   const hub = listenHub(3);
@@ -34,5 +38,38 @@ Deno.test("allreduce over loopback TCP averages in rank order", async () => {
   ]);
   w2.allReduceMean(new Float32Array(4)).catch(() => {});
   await assert.rejects(bad, /worker 1 sent 3 values, expected 4/);
+  for (const e of [h, w1, w2]) e.close();
+});
+
+Deno.test("allreduce over loopback TCP: f16 transport, and calls started without waiting", async () => {
+  const hub = listenHub(3);
+  const acc = hub.accept(10_000);
+  const w1 = await connectWorker(hub.port, 1, 3);
+  const w2 = await connectWorker(hub.port, 2, 3);
+  const h = await acc;
+  const n = 5000;
+  const mk = (k: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + k) * 3);
+  const [a, b, c] = await Promise.all([
+    h.allReduceMean(mk(0), { transport: "f16" }),
+    w1.allReduceMean(mk(1), { transport: "f16" }),
+    w2.allReduceMean(mk(2), { transport: "f16" }),
+  ]);
+  // Workers send f16, rank 0 keeps f32; everyone gets the mean rounded to f16.
+  const r16 = (x: Float32Array) => f16BitsToF32(f32ToF16Bits(x));
+  const w = [mk(0), r16(mk(1)), r16(mk(2))];
+  const expect = r16(Float32Array.from({ length: n }, (_, i) => (w[0][i] + w[1][i] + w[2][i]) / 3));
+  assert.deepEqual(a, expect);
+  assert.deepEqual(b, expect);
+  assert.deepEqual(c, expect);
+  // Several exchanges in flight at once (one per gradient bucket) complete in call order.
+  const calls = (ex: typeof h, k: number) =>
+    [1, 2, 3].map((len) => ex.allReduceMean(new Float32Array(len * 1000).fill(k * len)));
+  const all = await Promise.all([calls(h, 1), calls(w1, 2), calls(w2, 6)].flat());
+  for (const [j, len] of [1, 2, 3].entries()) {
+    for (const r of [all[j], all[3 + j], all[6 + j]]) {
+      assert.equal(r.length, len * 1000);
+      assert.equal(r[0], 3 * len);
+    }
+  }
   for (const e of [h, w1, w2]) e.close();
 });

@@ -1,6 +1,8 @@
 /**
  * Two worker processes with batch b each equal one worker with batch 2b: the weights after three
- * steps agree within float32 tolerance, and both workers hold identical weights.
+ * steps agree within float32 tolerance, and both workers hold identical weights. The two workers
+ * share this machine's one adapter, which must be asked for (issue 12); the worker is bound to it
+ * through its environment and logs it. Gradients travel in several small buckets.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -8,6 +10,7 @@ import { testGpu } from "../helpers/gpu.ts";
 import { makeTinyRoots, tinyConfig, tinyInit } from "./_tiny.ts";
 import { runTraining } from "../../core/train/trainer.ts";
 import { listenHub } from "../../core/dist/allreduce.ts";
+import { planWorkerBindings } from "../../core/gpu/adapter_binding.ts";
 import { openWeights } from "../../core/io/weights.ts";
 
 async function readAll(path: string): Promise<Map<string, Float32Array>> {
@@ -33,6 +36,12 @@ Deno.test("2 workers x batch b == 1 worker x batch 2b after 3 steps", async () =
     one.training.num_steps = steps;
     await runTraining(await tinyInit(gpu, one, join(tmp, "one")));
 
+    // Two workers on adapter 0: refused unless sharing is asked for.
+    await assert.rejects(
+      planWorkerBindings([0, 0], { shareAdapter: false, what: "--devices" }),
+      /workers 0 and 1 would both run on adapter 0/,
+    );
+    const plan = await planWorkerBindings([0, 0], { shareAdapter: true, what: "--devices" });
     const hub = listenHub(2);
     const child = new Deno.Command(Deno.execPath(), {
       args: [
@@ -48,15 +57,19 @@ Deno.test("2 workers x batch b == 1 worker x batch 2b after 3 steps", async () =
         "2",
         String(steps),
       ],
-      stdout: "inherit",
+      env: plan[1].env,
+      stdout: "piped",
       stderr: "inherit",
     }).spawn();
+    const childOut = new Response(child.stdout).text();
     const exchange = await hub.accept(120_000);
     const two = tinyConfig(data);
     two.training.batch_size = 2;
     two.training.num_steps = steps;
     try {
-      const r = await runTraining(await tinyInit(gpu, two, join(tmp, "two"), { exchange }));
+      const r = await runTraining(
+        await tinyInit(gpu, two, join(tmp, "two"), { exchange, dist: { bucketBytes: 64 * 1024 } }),
+      );
       assert.equal(r.step, steps);
       assert.equal(r.losses.size, steps, "every step's loss is known to the workers");
     } finally {
@@ -64,6 +77,7 @@ Deno.test("2 workers x batch b == 1 worker x batch 2b after 3 steps", async () =
     }
     const st = await child.status;
     assert.equal(st.code, 0, "worker 1 exited cleanly");
+    assert.match(await childOut, /worker 1 adapter .*vendor 0x.*bound to adapter 0 by /);
 
     const a = await readAll(
       join(tmp, "one", "checkpoints", `checkpoint_s${steps}`, "model.safetensors"),

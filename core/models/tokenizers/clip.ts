@@ -7,9 +7,9 @@
  * @module
  */
 
-import { join } from "node:path";
 import { bytesToUnicode } from "./byte_unicode.ts";
 import { type FolderConfig, readFolderConfig, type SpecialToken } from "./config.ts";
+import { readTextIfExists, type TokenizerFiles } from "./files.ts";
 import { splitSpecialTokens } from "./special_split.ts";
 import { packRows, type TextTokenizer, type TokenBatch } from "./types.ts";
 
@@ -108,20 +108,33 @@ export class ClipTokenizer implements TextTokenizer {
   }
 
   /**
-   * Load `vocab.json`, `merges.txt` and the optional config files from a tokenizer folder.
+   * Load `vocab.json`, `merges.txt` and the optional config files of a tokenizer folder (on disk:
+   * `folderFiles(dir)`; `loadTokenizer(dir)` picks the class).
    *
    * @example
    * ```ts
-   * const tok = await ClipTokenizer.fromFolder("models/sd15/tokenizer");
-   * const { ids } = tok.encode(["a photo of a cat"]); // [49406, ..., 49407, 49407, ...]
+   * import assert from "node:assert/strict";
+   * import { folderFiles } from "./folder_files.ts";
+   *
+   * // the demo teacher's CLIP tokenizer: a 75-token vocabulary, rows of 8 ids
+   * const dir = "models/tiny_teacher/tokenizer";
+   * const tok = await ClipTokenizer.fromFiles(folderFiles(dir));
+   * const { ids, mask } = tok.encode(["a red circle"]); // [bos, a, red, circle, eos, eos, ...]
+   * const vocab = JSON.parse(await Deno.readTextFile(`${dir}/vocab.json`));
+   * const [bos, eos] = [vocab["<|startoftext|>"], vocab["<|endoftext|>"]];
+   * const words = ["a</w>", "red</w>", "circle</w>"].map((w) => vocab[w]);
+   * assert.deepEqual([...ids], [bos, ...words, eos, eos, eos, eos]); // padded with eos (SD 1.x)
+   * assert.deepEqual([...mask], [1, 1, 1, 1, 1, 0, 0, 0]);
    * ```
    */
-  static async fromFolder(folder: string, options: ClipOptions = {}): Promise<ClipTokenizer> {
-    const vocabPath = join(folder, "vocab.json");
-    const mergesPath = join(folder, "merges.txt");
+  static async fromFiles(files: TokenizerFiles, options: ClipOptions = {}): Promise<ClipTokenizer> {
+    const vocabPath = files.path("vocab.json");
+    const mergesPath = files.path("merges.txt");
     let vocabJson: unknown;
     try {
-      vocabJson = JSON.parse(await Deno.readTextFile(vocabPath));
+      const text = await readTextIfExists(files, "vocab.json");
+      if (text === null) throw new Error("no such file");
+      vocabJson = JSON.parse(text);
     } catch (e) {
       throw new Error(`${vocabPath}: cannot read vocabulary: ${(e as Error).message}`);
     }
@@ -135,7 +148,9 @@ export class ClipTokenizer implements TextTokenizer {
     }
     let mergesText: string;
     try {
-      mergesText = await Deno.readTextFile(mergesPath);
+      const text = await readTextIfExists(files, "merges.txt");
+      if (text === null) throw new Error("no such file");
+      mergesText = text;
     } catch (e) {
       throw new Error(`${mergesPath}: cannot read merges: ${(e as Error).message}`);
     }
@@ -146,13 +161,13 @@ export class ClipTokenizer implements TextTokenizer {
       if (parts.length !== 2) throw new Error(`${mergesPath}: line ${i + 2} is not a merge pair`);
       return [parts[0], parts[1]];
     });
-    const config = await readFolderConfig(folder, {
+    const config = await readFolderConfig(files, {
       bos_token: tok("<|startoftext|>"),
       eos_token: tok("<|endoftext|>"),
       unk_token: tok("<|endoftext|>"),
       pad_token: tok("<|endoftext|>"),
     });
-    return new ClipTokenizer(vocab, merges, config, folder, options.maxLength);
+    return new ClipTokenizer(vocab, merges, config, files.where, options.maxLength);
   }
 
   /** BPE of one pre-token (already byte-mapped), with `</w>` on its last symbol. */

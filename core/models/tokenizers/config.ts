@@ -6,7 +6,7 @@
  * @module
  */
 
-import { join } from "node:path";
+import { readTextIfExists, type TokenizerFiles } from "./files.ts";
 
 /** A special token's text and how it eats neighbouring whitespace. */
 export interface SpecialToken {
@@ -30,15 +30,14 @@ export interface FolderConfig {
 /** transformers writes 1e30 ("very large integer") when a checkpoint sets no limit. */
 const UNSET_MAX_LENGTH = 1e12;
 
-/** Read a JSON file, or return undefined when it does not exist. */
-export async function readJsonIfExists(path: string): Promise<Record<string, unknown> | undefined> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    throw new Error(`${path}: cannot read: ${(e as Error).message}`);
-  }
+/** Read JSON file `name` of a tokenizer folder, or return undefined when it does not exist. */
+export async function readJsonIfExists(
+  files: TokenizerFiles,
+  name: string,
+): Promise<Record<string, unknown> | undefined> {
+  const text = await readTextIfExists(files, name);
+  if (text === null) return undefined;
+  const path = files.path(name);
   try {
     const value = JSON.parse(text);
     if (typeof value !== "object" || value === null || Array.isArray(value)) {
@@ -63,17 +62,17 @@ function asToken(value: unknown, file: string, key: string): SpecialToken | unde
 /**
  * Read the optional `tokenizer_config.json` and `special_tokens_map.json` of a tokenizer folder.
  *
- * @param folder the tokenizer folder
+ * @param files the tokenizer folder's files
  * @param defaults tokens the tokenizer class would use when the files name none
  */
 export async function readFolderConfig(
-  folder: string,
+  files: TokenizerFiles,
   defaults: Record<string, SpecialToken> = {},
 ): Promise<FolderConfig> {
-  const configPath = join(folder, "tokenizer_config.json");
-  const mapPath = join(folder, "special_tokens_map.json");
-  const config = (await readJsonIfExists(configPath)) ?? {};
-  const map = (await readJsonIfExists(mapPath)) ?? {};
+  const configPath = files.path("tokenizer_config.json");
+  const mapPath = files.path("special_tokens_map.json");
+  const config = (await readJsonIfExists(files, "tokenizer_config.json")) ?? {};
+  const map = (await readJsonIfExists(files, "special_tokens_map.json")) ?? {};
   const tokens: Record<string, SpecialToken> = { ...defaults };
   for (const [file, obj] of [[configPath, config], [mapPath, map]] as const) {
     for (const [key, value] of Object.entries(obj)) {

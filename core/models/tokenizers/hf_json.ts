@@ -10,10 +10,10 @@
  */
 
 import { Tokenizer } from "@huggingface/tokenizers";
-import { join } from "node:path";
 import { decodeBase64 } from "./base64.ts";
 import { applyCharsmap, PrecompiledCharsmap } from "./charsmap.ts";
 import { readJsonIfExists } from "./config.ts";
+import type { TokenizerFiles } from "./files.ts";
 import { packRows, type TextTokenizer, type TokenBatch } from "./types.ts";
 
 const DEFAULT_MAX_LENGTH = 77;
@@ -74,20 +74,29 @@ export class JsonTokenizer implements TextTokenizer {
   }
 
   /**
-   * Load `tokenizer.json` (and the optional `tokenizer_config.json`) from a folder.
+   * Load `tokenizer.json` (and the optional `tokenizer_config.json`) of a tokenizer folder (on
+   * disk: `folderFiles(dir)`).
    *
    * @example
    * ```ts
-   * const tok = await JsonTokenizer.fromFolder("models/AltDiffusion/tokenizer");
-   * const { ids } = tok.encode(["a cat"]);
+   * import assert from "node:assert/strict";
+   * import { folderFiles } from "./folder_files.ts";
+   * import { XlmRobertaTokenizer } from "./xlmr.ts";
+   *
+   * // the same small XLM-R model as tokenizer.json (xlmr_fast) and as sentencepiece files (xlmr)
+   * const fixtures = "tests/fixtures/tokenizers";
+   * const tok = await JsonTokenizer.fromFiles(folderFiles(`${fixtures}/xlmr_fast`));
+   * const slow = await XlmRobertaTokenizer.fromFiles(folderFiles(`${fixtures}/xlmr`));
+   * const { ids } = tok.encode(["a horse standing by a castle"]);
+   * assert.deepEqual(ids, slow.encode(["a horse standing by a castle"]).ids);
    * ```
    */
-  static async fromFolder(folder: string, options: JsonTokenizerOptions = {}) {
-    const path = join(folder, "tokenizer.json");
-    const json = await readJsonIfExists(path);
+  static async fromFiles(files: TokenizerFiles, options: JsonTokenizerOptions = {}) {
+    const path = files.path("tokenizer.json");
+    const json = await readJsonIfExists(files, "tokenizer.json");
     if (!json) throw new Error(`${path}: not found`);
-    const config = (await readJsonIfExists(join(folder, "tokenizer_config.json"))) ?? {};
-    const map = (await readJsonIfExists(join(folder, "special_tokens_map.json"))) ?? {};
+    const config = (await readJsonIfExists(files, "tokenizer_config.json")) ?? {};
+    const map = (await readJsonIfExists(files, "special_tokens_map.json")) ?? {};
     let tokenizer: Tokenizer;
     try {
       tokenizer = new Tokenizer(json, config);

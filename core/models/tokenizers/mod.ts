@@ -8,6 +8,9 @@
 export type { TextTokenizer, TokenBatch, TokenizerKind } from "./types.ts";
 export { packRows } from "./types.ts";
 export { loadTokenizer, type LoadTokenizerOptions } from "./load.ts";
+export { loadTokenizerFrom } from "./from_files.ts";
+export { memoryFiles, type TokenizerFiles } from "./files.ts";
+export { folderFiles } from "./folder_files.ts";
 export { clipBasicClean, type ClipOptions, ClipTokenizer } from "./clip.ts";
 export { XlmRobertaTokenizer, type XlmrOptions } from "./xlmr.ts";
 export { JsonTokenizer, type JsonTokenizerOptions } from "./hf_json.ts";

@@ -168,8 +168,14 @@ function parseNormalizer(buf: Uint8Array, source: string): NormalizerSpec {
  * @throws Error naming `source` for malformed or empty models
  * @example
  * ```ts
+ * import assert from "node:assert/strict";
+ *
+ * const path = "tests/fixtures/tokenizers/xlmr/sentencepiece.bpe.model"; // a small XLM-R model
  * const model = parseSentencePieceModel(await Deno.readFile(path), path);
- * console.log(model.pieces.length, model.normalizer.name);
+ * assert.equal(model.pieces.length, 1000);
+ * assert.equal(model.normalizer.name, "nmt_nfkc");
+ * assert.deepEqual(model.pieces.slice(0, 3).map((p) => p.piece), ["<unk>", "<s>", "</s>"]);
+ * assert.throws(() => parseSentencePieceModel(new Uint8Array([0x0a]), "bad.model"), /bad\.model/);
  * ```
  */
 export function parseSentencePieceModel(buf: Uint8Array, source: string): SentencePieceModel {

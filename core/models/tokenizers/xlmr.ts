@@ -8,8 +8,8 @@
  * @module
  */
 
-import { join } from "node:path";
 import { type FolderConfig, readFolderConfig, type SpecialToken } from "./config.ts";
+import type { TokenizerFiles } from "./files.ts";
 import { SentencePieceProcessor } from "./sentencepiece.ts";
 import { parseSentencePieceModel } from "./sentencepiece_model.ts";
 import { splitSpecialTokens } from "./special_split.ts";
@@ -85,24 +85,37 @@ export class XlmRobertaTokenizer implements TextTokenizer {
   }
 
   /**
-   * Load `sentencepiece.bpe.model` and the optional config files from a tokenizer folder.
+   * Load `sentencepiece.bpe.model` and the optional config files of a tokenizer folder (on disk:
+   * `folderFiles(dir)`).
    *
    * @example
    * ```ts
-   * const tok = await XlmRobertaTokenizer.fromFolder("models/AltDiffusion/tokenizer");
-   * const { ids, mask } = tok.encode(["一只可爱的猫"]); // ids: [0, ..., 2, 1, 1, ...]
+   * import assert from "node:assert/strict";
+   * import { folderFiles } from "./folder_files.ts";
+   *
+   * // a small sentencepiece model laid out as AltDiffusion's tokenizer folder (77 ids per row)
+   * const tok = await XlmRobertaTokenizer.fromFiles(folderFiles("tests/fixtures/tokenizers/xlmr"));
+   * const { ids, mask } = tok.encode(["一只可爱的小猫在草地上玩耍"]); // <s>=0 ... </s>=2 <pad>=1 ...
+   * // what sentencepiece + transformers' XLMRobertaTokenizer give for this model
+   * const want = [0, 401, 180, 144, 126, 84, 109, 193, 110, 82, 118, 127, 149, 2];
+   * assert.deepEqual([...ids], [...want, ...Array(77 - want.length).fill(1)]);
+   * assert.equal(mask.reduce((a, b) => a + b), want.length);
    * ```
    */
-  static async fromFolder(folder: string, options: XlmrOptions = {}): Promise<XlmRobertaTokenizer> {
-    const path = join(folder, "sentencepiece.bpe.model");
-    let bytes: Uint8Array;
+  static async fromFiles(
+    files: TokenizerFiles,
+    options: XlmrOptions = {},
+  ): Promise<XlmRobertaTokenizer> {
+    const path = files.path("sentencepiece.bpe.model");
+    let bytes: Uint8Array | null;
     try {
-      bytes = await Deno.readFile(path);
+      bytes = await files.read("sentencepiece.bpe.model");
+      if (bytes === null) throw new Error("no such file");
     } catch (e) {
       throw new Error(`${path}: cannot read sentencepiece model: ${(e as Error).message}`);
     }
     const spm = new SentencePieceProcessor(parseSentencePieceModel(bytes, path), path);
-    const config = await readFolderConfig(folder, {
+    const config = await readFolderConfig(files, {
       bos_token: tok("<s>"),
       eos_token: tok("</s>"),
       sep_token: tok("</s>"),
@@ -112,7 +125,7 @@ export class XlmRobertaTokenizer implements TextTokenizer {
       // XLMRobertaTokenizer makes <mask> eat the whitespace before it.
       mask_token: tok("<mask>", true),
     });
-    return new XlmRobertaTokenizer(spm, config, folder, options.maxLength);
+    return new XlmRobertaTokenizer(spm, config, files.where, options.maxLength);
   }
 
   /** Content ids of one caption (fairseq layout), without `<s>`/`</s>` and not truncated. */

@@ -1,0 +1,113 @@
+/**
+ * The workgroup-memory tiled GEMM (core/kernels/matmul_tiled.ts), forced with `path: "tiled"` so it
+ * runs on lavapipe too: forward against a float64 reference and gradients against finite
+ * differences, over edge shapes (not multiples of the tile or of 4), transposes, bias, broadcast
+ * batches, f16 storage and a second tile shape.
+ */
+import assert from "node:assert/strict";
+import { checkOp, lacks, testGpu } from "../helpers/gpu.ts";
+import { matmul } from "../../core/kernels/matmul.ts";
+import { checkTile, type TiledTile } from "../../core/kernels/matmul_tiled.ts";
+
+/** float64 C = op(A) op(B) (+ bias) with numpy batch broadcasting. */
+function ref(
+  a: Float64Array,
+  sa: number[],
+  b: Float64Array,
+  sb: number[],
+  ta: boolean,
+  tb: boolean,
+  bias?: Float64Array,
+): Float64Array {
+  const m = ta ? sa.at(-1)! : sa.at(-2)!, k = ta ? sa.at(-2)! : sa.at(-1)!;
+  const n = tb ? sb.at(-2)! : sb.at(-1)!;
+  const r = Math.max(sa.length, sb.length) - 2;
+  const pad = (s: number[]) => [...Array(r - (s.length - 2)).fill(1), ...s.slice(0, -2)];
+  const pa = pad(sa), pb = pad(sb);
+  const bs = pa.map((d, i) => Math.max(d, pb[i]));
+  const nb = bs.reduce((x, y) => x * y, 1);
+  const out = new Float64Array(nb * m * n);
+  for (let z = 0; z < nb; z++) {
+    let rem = z, ia = 0, ib = 0, sta = 1, stb = 1;
+    for (let d = r - 1; d >= 0; d--) {
+      const c = rem % bs[d];
+      rem = Math.floor(rem / bs[d]);
+      ia += (pa[d] === 1 ? 0 : c) * sta;
+      ib += (pb[d] === 1 ? 0 : c) * stb;
+      sta *= pa[d];
+      stb *= pb[d];
+    }
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) {
+        let s = bias ? bias[j] : 0;
+        for (let q = 0; q < k; q++) {
+          const av = ta ? a[ia * m * k + q * m + i] : a[ia * m * k + i * k + q];
+          const bv = tb ? b[ib * k * n + j * k + q] : b[ib * k * n + q * n + j];
+          s += av * bv;
+        }
+        out[z * m * n + i * n + j] = s;
+      }
+    }
+  }
+  return out;
+}
+
+const SMALL: TiledTile = { bm: 32, bn: 32, bk: 8, tm: 4, tn: 8 };
+
+const cases: {
+  a: number[];
+  b: number[];
+  ta?: boolean;
+  tb?: boolean;
+  bias?: boolean;
+  dtype?: "f32" | "f16";
+  tile?: TiledTile;
+}[] = [
+  { a: [1, 1], b: [1, 1] },
+  { a: [37, 19], b: [19, 53] }, // scalar loads, partial tiles everywhere
+  { a: [70, 36], b: [36, 68], bias: true }, // vec4 A along k and B along n, two row blocks
+  { a: [13, 40], b: [24, 40], tb: true, bias: true }, // linear layout: B^T read as vec4 along k
+  { a: [2, 9, 7], b: [2, 11, 7], tb: true }, // B^T with K % 4 != 0: scalar loads along k
+  { a: [40, 9], b: [40, 12], ta: true }, // A^T (row-contiguous scalar loads)
+  { a: [2, 7, 13], b: [2, 9, 7], ta: true, tb: true },
+  { a: [2, 3, 5, 8], b: [3, 8, 12] }, // broadcast batch
+  { a: [3, 20, 100], b: [100, 20] }, // several K tiles (2-D right operand folded into M)
+  { a: [33, 20], b: [20, 44], bias: true, tile: SMALL }, // another tile shape
+  { a: [2, 17, 24], b: [2, 24, 20], dtype: "f16" },
+  { a: [19, 32], b: [28, 32], tb: true, bias: true, dtype: "f16" },
+];
+
+for (const c of cases) {
+  const dtype = c.dtype ?? "f32";
+  const name = `matmul (tiled${c.tile ? " small tile" : ""}, ${dtype}) a [${c.a}]${
+    c.ta ? "^T" : ""
+  } b [${c.b}]${c.tb ? "^T" : ""}${c.bias ? " +bias" : ""}`;
+  const n = c.tb ? c.b.at(-2)! : c.b.at(-1)!;
+  Deno.test(name, { ignore: lacks({ dtype }) }, async () => {
+    await checkOp({
+      shapes: c.bias ? [c.a, c.b, [n]] : [c.a, c.b],
+      gpu: ([a, b, bias]) =>
+        matmul(a, b, {
+          transA: c.ta,
+          transB: c.tb,
+          bias,
+          path: "tiled",
+          tiledTile: c.tile,
+        }),
+      ref: ([a, b, bias]) => ref(a, c.a, b, c.b, !!c.ta, !!c.tb, bias),
+      // f16 storage rounds inputs and outputs to 11 bits; accumulation is f32 either way.
+      tol: dtype === "f16" ? 2e-3 : 1e-5,
+      gradTol: dtype === "f16" ? 0 : 1e-3,
+      dtype,
+    });
+  });
+}
+
+Deno.test("tiled GEMM: a tile that does not fit the device is refused by name", async () => {
+  const gpu = await testGpu();
+  assert.throws(
+    () => checkTile({ bm: 256, bn: 256, bk: 64, tm: 4, tn: 4 }, gpu.limits),
+    /invocations per workgroup|workgroup memory/,
+  );
+  assert.throws(() => checkTile({ bm: 64, bn: 64, bk: 6, tm: 4, tn: 4 }, gpu.limits), /malformed/);
+});
