@@ -25,7 +25,11 @@ export interface GenerateConfig {
   coco_root: string;
   /** Plain-text captions (one per line) used instead of COCO when not "". */
   captions_file: string;
-  /** Worker ids; the caption list is cut into one contiguous group per worker. */
+  /**
+   * The workers' adapters, by index (core/gpu/adapter_binding.ts; `--devices` also takes PCI bus
+   * ids): one worker each, on a contiguous group of the caption list. Listing one adapter twice
+   * needs `--share_adapter`.
+   */
   devices: number[];
   /** Number of pairs to produce. */
   total_nums: number;

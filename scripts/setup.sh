@@ -63,7 +63,8 @@ if [ -n "${REFLOW_REQUIRE_PATHS:-}" ] &&
 fi
 # numpy and lmdb for Python only serve interoperability tests, which skip without them.
 if [ "$task" = test ] && ! /usr/bin/python3 -c "import numpy, lmdb" 2>/dev/null && [ "$(id -u)" -eq 0 ]; then
-  apt-get install -y -qq python3-numpy python3-lmdb >/dev/null 2>&1 ||
+  { apt-get install -y -qq python3-numpy python3-lmdb ||
+    { apt-get update -qq && apt-get install -y -qq python3-numpy python3-lmdb; }; } >/dev/null 2>&1 ||
     echo "python3-numpy/python3-lmdb unavailable: interoperability tests will skip"
 fi
 # Headless Chromium runs the web page's browser test (tests/web/web_test.ts), which skips without it.
@@ -75,7 +76,7 @@ fi
 # Open MPI only when asked (REFLOW_WITH_MPI=1, or the task test-mpi): training, generation and
 # sampling across machines with mpirun/srun. Without it the MPI tests skip, saying why.
 if [ "${REFLOW_WITH_MPI:-0}" = 1 ] || [ "$task" = test-mpi ]; then
-  if ! command -v mpirun >/dev/null || ! ldconfig -p | grep -q 'libmpi\.so\.40'; then
+  if ! command -v mpirun >/dev/null || ! ldconfig -p | grep 'libmpi\.so\.40' >/dev/null; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
       echo "installing Open MPI (openmpi-bin, libopenmpi-dev)"
       { apt-get install -y -qq openmpi-bin libopenmpi-dev ||

@@ -7,9 +7,9 @@
  * `reflow_train_ddp.py`). Several ranks average their gradients (each rank takes batch_size pairs
  * of every global batch):
  *
- * - `mpirun -np N deno task train ...` or `srun -n N deno task train ...`: N ranks on one machine
- *   or several, gradients averaged over MPI (Open MPI through FFI); each rank binds to the GPU of
- *   its local rank (`--devices` by local rank, default adapter k for local rank k).
+ * - `mpirun -np N deno run -A scripts/train.ts ...` or `srun -n N ...` (the same): N ranks on one
+ *   machine or several, gradients averaged over MPI (Open MPI through FFI); each rank binds to the
+ *   GPU of its local rank (`--devices` by local rank, default adapter k for local rank k).
  * - `--workers N` on one machine without MPI: this process is rank 0 and starts N - 1 more
  *   (`--worker`), averaging over loopback TCP; worker k runs on `--devices[k]` (default adapter k).
  *

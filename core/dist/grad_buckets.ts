@@ -132,7 +132,7 @@ export class GradientBuckets {
     return this.buckets;
   }
 
-  /** Groups parameter indices, in `order`, into buckets of at most bucketBytes (one tensor may exceed it). */
+  /** Groups parameter indices, in `order`, into buckets of <= bucketBytes (a larger tensor alone). */
   private group(order: number[]): number[][] {
     const out: number[][] = [];
     let cur: number[] = [];

@@ -25,7 +25,7 @@ import { MpiExchange, type MpiExchangeOptions } from "./mpi_exchange.ts";
 
 /** Options of {@link joinMpiJob}. */
 export interface JoinOptions extends MpiExchangeOptions {
-  /** Adapters of this machine's ranks, by local rank (`--devices`); default adapter k for rank k. */
+  /** Adapters of this machine's ranks by local rank (`--devices`); default: adapter k for rank k. */
   devices?: (string | number)[];
   /** Allow several ranks of one machine on one adapter (`--share_adapter`). */
   shareAdapter: boolean;

@@ -5,7 +5,7 @@
  * an implicit layer the Vulkan loader puts in front of every driver, NVIDIA's included):
  *
  * - `MESA_VK_DEVICE_SELECT=vid:did` (hex) makes the device with those PCI ids the first one;
- * - `DRI_PRIME=pci-dddd_bb_dd_f` does the same by PCI address (needed when two GPUs share their ids);
+ * - `DRI_PRIME=pci-dddd_bb_dd_f` does the same by PCI address (for two GPUs with the same ids);
  * - `MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE=1` hides every other device from the process.
  *
  * The layer silently falls back to its default device when nothing matches, so every worker
@@ -23,7 +23,8 @@
  * @example
  * ```ts
  * const listing = await listAdapters();
- * const plan = planBindings(["0", "0"], listing.adapters, { shareAdapter: true, what: "--devices" });
+ * const opts = { shareAdapter: true, what: "--devices" };
+ * const plan = planBindings(["0", "0"], listing.adapters, opts);
  * // start worker k with env: plan[k].env; in the worker, after Gpu.open():
  * // console.log(checkBoundAdapter(gpu.info));
  * ```
@@ -53,7 +54,7 @@ export type DeviceSpec =
 /** What a worker's process is bound to: the adapter and the environment that selects it. */
 export interface WorkerBinding {
   worker: number;
-  /** null: no binding (the default adapter; only where adapters cannot be listed, see planBindings). */
+  /** null: no binding, the default adapter (only where adapters cannot be listed). */
   adapter: AdapterEntry | null;
   /** Variables to set in the worker's environment. */
   env: Record<string, string>;
@@ -365,7 +366,7 @@ export function defaultDevices(
   adapters: AdapterEntry[] | null,
   shareAdapter: boolean,
 ): number[] {
-  // Without a listing there is only the default adapter: sharing it is then refused in planBindings.
+  // Without a listing there is only the default adapter (sharing it: see planBindings).
   if (!adapters) return Array.from({ length: n }, () => 0);
   if (n > adapters.length && !shareAdapter) {
     throw new Error(

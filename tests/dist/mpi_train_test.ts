@@ -148,8 +148,9 @@ Deno.test({
     assert.notEqual(r.code, 0, r.out);
     console.log(`the job ended ${r.seconds.toFixed(1)} s after rank 1 was killed`);
     assert.ok(r.seconds < 20, `the job took ${r.seconds.toFixed(1)} s to end:\n${r.out}`);
-    // mpirun names the dead rank; rank 0 says why it stops.
-    assert.match(r.out, /process rank 1 .*exited on signal 9/s);
+    // mpirun names the dead rank (unless its own help-text lookup fails, as Open MPI 4.1's
+    // show_help does under load: "ORTE_ERROR_LOG ... show_help.c"); rank 0 says why it stops.
+    assert.match(r.out, /process rank 1 .*exited on signal 9|ORTE_ERROR_LOG: .*show_help/s);
     assert.match(r.out, /rank 0: stopped by the MPI launcher \(SIGTERM\): another rank failed/);
   },
 });
@@ -169,7 +170,9 @@ Deno.test({
             `dead or stuck. Aborting the job`,
         ),
       );
-      assert.match(r.out, /MPI_ABORT was invoked on rank 0/);
+      // mpirun's own MPI_ABORT notice is help text that Open MPI 4.1 sometimes fails to print
+      // under load (ORTE_ERROR_LOG in show_help.c); the exit code and rank 0's line are the proof.
+      assert.match(r.out, /MPI_ABORT was invoked on rank 0|ORTE_ERROR_LOG: .*show_help/s);
       assert.ok(r.seconds < timeout + 20, `the job took ${r.seconds.toFixed(1)} s to end`);
       assert.ok(await gone(r.pid, 10), "the stopped rank was ended too");
     } finally {
