@@ -13,6 +13,7 @@ import { attention } from "../../core/kernels/attention.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 import { tidy } from "../../core/tensor/scope.ts";
 import { backward } from "../../core/tensor/autograd.ts";
+import { refAttention } from "./_reference.ts";
 
 interface Case {
   b: number;
@@ -21,43 +22,6 @@ interface Case {
   h: number;
   d: number;
   scale?: number;
-}
-
-/** float64 attention on [B, L, H*D] layouts; `rows` limits which query rows are computed. */
-function refAttention(
-  q: Float64Array,
-  k: Float64Array,
-  v: Float64Array,
-  c: Case,
-  rows?: number[],
-): Float64Array {
-  const { b: nb, lq, lk, h: nh, d } = c;
-  const hd = nh * d;
-  const scale = c.scale ?? 1 / Math.sqrt(d);
-  const out = new Float64Array(nb * lq * hd);
-  const s = new Float64Array(lk);
-  for (let b = 0; b < nb; b++) {
-    for (const i of rows ?? [...Array(lq).keys()]) {
-      for (let h = 0; h < nh; h++) {
-        const qo = (b * lq + i) * hd + h * d;
-        let m = -Infinity;
-        for (let j = 0; j < lk; j++) {
-          const ko = (b * lk + j) * hd + h * d;
-          let dot = 0;
-          for (let e = 0; e < d; e++) dot += q[qo + e] * k[ko + e];
-          s[j] = dot * scale;
-          m = Math.max(m, s[j]);
-        }
-        let z = 0;
-        for (let j = 0; j < lk; j++) z += s[j] = Math.exp(s[j] - m);
-        for (let j = 0; j < lk; j++) {
-          const p = s[j] / z, vo = (b * lk + j) * hd + h * d;
-          for (let e = 0; e < d; e++) out[qo + e] += p * v[vo + e];
-        }
-      }
-    }
-  }
-  return out;
 }
 
 const shapes = (

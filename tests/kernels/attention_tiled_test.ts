@@ -12,6 +12,7 @@ import { attention } from "../../core/kernels/attention.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 import { tidy } from "../../core/tensor/scope.ts";
 import { noGrad } from "../../core/tensor/autograd.ts";
+import { refAttention } from "./_reference.ts";
 
 interface Case {
   b: number;
@@ -22,37 +23,6 @@ interface Case {
   scale?: number;
   dtype?: "f32" | "f16";
   grad?: boolean;
-}
-
-/** float64 multi-head attention on the [B, L, H*D] layout. */
-function ref(q: Float64Array, k: Float64Array, v: Float64Array, c: Case): Float64Array {
-  const { b: nb, lq, lk, h: nh, d } = c;
-  const hd = nh * d;
-  const scale = c.scale ?? 1 / Math.sqrt(d);
-  const out = new Float64Array(nb * lq * hd);
-  const s = new Float64Array(lk);
-  for (let b = 0; b < nb; b++) {
-    for (let i = 0; i < lq; i++) {
-      for (let h = 0; h < nh; h++) {
-        const qo = (b * lq + i) * hd + h * d;
-        let m = -Infinity;
-        for (let j = 0; j < lk; j++) {
-          const ko = (b * lk + j) * hd + h * d;
-          let dot = 0;
-          for (let e = 0; e < d; e++) dot += q[qo + e] * k[ko + e];
-          s[j] = dot * scale;
-          m = Math.max(m, s[j]);
-        }
-        let z = 0;
-        for (let j = 0; j < lk; j++) z += s[j] = Math.exp(s[j] - m);
-        for (let j = 0; j < lk; j++) {
-          const p = s[j] / z, vo = (b * lk + j) * hd + h * d;
-          for (let e = 0; e < d; e++) out[qo + e] += p * v[vo + e];
-        }
-      }
-    }
-  }
-  return out;
 }
 
 const cases: Case[] = [
@@ -73,7 +43,7 @@ for (const c of cases) {
       await checkOp({
         shapes: [[c.b, c.lq, hd], [c.b, c.lk, hd], [c.b, c.lk, hd]],
         gpu: ([q, k, v]) => attention(q, k, v, { heads: c.h, scale: c.scale, path: "tiled" }),
-        ref: ([q, k, v]) => ref(q, k, v, c),
+        ref: ([q, k, v]) => refAttention(q, k, v, c),
         tol: dtype === "f16" ? 3e-3 : 2e-5,
         gradTol: c.grad ? 2e-3 : 0,
         seed: c.lq + c.d,
@@ -90,7 +60,7 @@ Deno.test("attention: a 512-dim head (the VAE's) takes the tiled forward by defa
   const [q, k, v] = [1, 2, 3].map((s) => rand(n, s));
   const ts = [q, k, v].map((x) => Tensor.from(gpu, Float32Array.from(x), [1, c.lq, c.d]));
   const out = noGrad(() => tidy(() => attention(ts[0], ts[1], ts[2], { heads: 1 })));
-  assertClose(await out.toF32(), ref(q, k, v, c), 2e-5, "512-dim head");
+  assertClose(await out.toF32(), refAttention(q, k, v, c), 2e-5, "512-dim head");
   // The one-thread-per-row kernels refuse it by name, and so does their backward.
   assert.throws(
     () => attention(ts[0], ts[1], ts[2], { heads: 1, path: "storage" }),

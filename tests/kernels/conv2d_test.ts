@@ -17,43 +17,7 @@ import {
   convOutSize,
 } from "../../core/kernels/conv2d.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
-
-/** float64 reference of PyTorch's conv2d (NCHW, zero padding). */
-function refConv(
-  x: Float64Array,
-  [n, c, h, w]: number[],
-  wt: Float64Array,
-  [o, , kh, kw]: number[],
-  s: number,
-  p: number,
-  bias?: Float64Array,
-): Float64Array {
-  const oh = convOutSize(h, kh, s, p), ow = convOutSize(w, kw, s, p);
-  const out = new Float64Array(n * o * oh * ow);
-  for (let b = 0; b < n; b++) {
-    for (let oc = 0; oc < o; oc++) {
-      for (let y = 0; y < oh; y++) {
-        for (let xx = 0; xx < ow; xx++) {
-          let acc = bias ? bias[oc] : 0;
-          for (let ic = 0; ic < c; ic++) {
-            for (let ky = 0; ky < kh; ky++) {
-              const iy = y * s - p + ky;
-              if (iy < 0 || iy >= h) continue;
-              for (let kx = 0; kx < kw; kx++) {
-                const ix = xx * s - p + kx;
-                if (ix < 0 || ix >= w) continue;
-                acc += x[((b * c + ic) * h + iy) * w + ix] *
-                  wt[((oc * c + ic) * kh + ky) * kw + kx];
-              }
-            }
-          }
-          out[((b * o + oc) * oh + y) * ow + xx] = acc;
-        }
-      }
-    }
-  }
-  return out;
-}
+import { refConv } from "./_reference.ts";
 
 const cases = [
   { x: [1, 1, 1, 1], w: [1, 1, 1, 1], s: 1, p: 0, bias: false },

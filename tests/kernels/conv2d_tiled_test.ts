@@ -5,44 +5,8 @@
  * (C*KH*KW a multiple of 4) and scalar ones, and f16 storage.
  */
 import { checkOp, lacks } from "../helpers/gpu.ts";
-import { conv2d, convOutSize } from "../../core/kernels/conv2d.ts";
-
-/** float64 PyTorch conv2d (NCHW, zero padding). */
-function ref(
-  x: Float64Array,
-  [n, c, h, w]: number[],
-  wt: Float64Array,
-  [o, , kh, kw]: number[],
-  s: number,
-  p: number,
-  bias?: Float64Array,
-): Float64Array {
-  const oh = convOutSize(h, kh, s, p), ow = convOutSize(w, kw, s, p);
-  const out = new Float64Array(n * o * oh * ow);
-  for (let b = 0; b < n; b++) {
-    for (let oc = 0; oc < o; oc++) {
-      for (let y = 0; y < oh; y++) {
-        for (let xx = 0; xx < ow; xx++) {
-          let acc = bias ? bias[oc] : 0;
-          for (let ic = 0; ic < c; ic++) {
-            for (let ky = 0; ky < kh; ky++) {
-              const iy = y * s - p + ky;
-              if (iy < 0 || iy >= h) continue;
-              for (let kx = 0; kx < kw; kx++) {
-                const ix = xx * s - p + kx;
-                if (ix < 0 || ix >= w) continue;
-                acc += x[((b * c + ic) * h + iy) * w + ix] *
-                  wt[((oc * c + ic) * kh + ky) * kw + kx];
-              }
-            }
-          }
-          out[((b * o + oc) * oh + y) * ow + xx] = acc;
-        }
-      }
-    }
-  }
-  return out;
-}
+import { conv2d } from "../../core/kernels/conv2d.ts";
+import { refConv } from "./_reference.ts";
 
 const cases: {
   x: number[];
@@ -69,7 +33,7 @@ for (const c of cases) {
     await checkOp({
       shapes: c.bias ? [c.x, c.w, [c.w[0]]] : [c.x, c.w],
       gpu: ([x, w, b]) => conv2d(x, w, b, { stride: c.s, padding: c.p, path: "tiled" }),
-      ref: ([x, w, b]) => ref(x, c.x, w, c.w, c.s, c.p, b),
+      ref: ([x, w, b]) => refConv(x, c.x, w, c.w, c.s, c.p, b),
       tol: dtype === "f16" ? 2e-3 : 1e-5,
       gradTol: dtype === "f16" ? 0 : 1e-3,
       dtype,

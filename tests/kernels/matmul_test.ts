@@ -2,52 +2,7 @@ import assert from "node:assert/strict";
 import { checkOp, lacks, NEEDS_F16, PATHS_HERE, testGpu } from "../helpers/gpu.ts";
 import { linear, matmul } from "../../core/kernels/matmul.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
-
-/** float64 reference of matmul with batch broadcasting, transposes and bias. */
-function refMatmul(
-  a: Float64Array,
-  sa: number[],
-  b: Float64Array,
-  sb: number[],
-  ta: boolean,
-  tb: boolean,
-  bias?: Float64Array,
-): Float64Array {
-  const ra = sa.length, rb = sb.length;
-  const m = ta ? sa[ra - 1] : sa[ra - 2], k = ta ? sa[ra - 2] : sa[ra - 1];
-  const n = tb ? sb[rb - 2] : sb[rb - 1];
-  const ba = sa.slice(0, -2), bb = sb.slice(0, -2);
-  const r = Math.max(ba.length, bb.length);
-  const pa = [...Array(r - ba.length).fill(1), ...ba],
-    pb = [...Array(r - bb.length).fill(1), ...bb];
-  const bs = pa.map((d, i) => Math.max(d, pb[i]));
-  const nb = bs.reduce((x, y) => x * y, 1);
-  const out = new Float64Array(nb * m * n);
-  for (let z = 0; z < nb; z++) {
-    let rem = z, ia = 0, ib = 0, sta = 1, stb = 1;
-    for (let d = r - 1; d >= 0; d--) {
-      const c = rem % bs[d];
-      rem = Math.floor(rem / bs[d]);
-      ia += (pa[d] === 1 ? 0 : c) * sta;
-      ib += (pb[d] === 1 ? 0 : c) * stb;
-      sta *= pa[d];
-      stb *= pb[d];
-    }
-    const ao = ia * m * k, bo = ib * k * n;
-    for (let i = 0; i < m; i++) {
-      for (let j = 0; j < n; j++) {
-        let s = bias ? bias[j] : 0;
-        for (let q = 0; q < k; q++) {
-          const av = ta ? a[ao + q * m + i] : a[ao + i * k + q];
-          const bv = tb ? b[bo + j * k + q] : b[bo + q * n + j];
-          s += av * bv;
-        }
-        out[z * m * n + i * n + j] = s;
-      }
-    }
-  }
-  return out;
-}
+import { refMatmul } from "./_reference.ts";
 
 const shape2 = (ta: boolean, r: number, c: number) => (ta ? [c, r] : [r, c]);
 

@@ -8,49 +8,7 @@ import assert from "node:assert/strict";
 import { checkOp, lacks, testGpu } from "../helpers/gpu.ts";
 import { matmul } from "../../core/kernels/matmul.ts";
 import { checkTile, type TiledTile } from "../../core/kernels/matmul_tiled.ts";
-
-/** float64 C = op(A) op(B) (+ bias) with numpy batch broadcasting. */
-function ref(
-  a: Float64Array,
-  sa: number[],
-  b: Float64Array,
-  sb: number[],
-  ta: boolean,
-  tb: boolean,
-  bias?: Float64Array,
-): Float64Array {
-  const m = ta ? sa.at(-1)! : sa.at(-2)!, k = ta ? sa.at(-2)! : sa.at(-1)!;
-  const n = tb ? sb.at(-2)! : sb.at(-1)!;
-  const r = Math.max(sa.length, sb.length) - 2;
-  const pad = (s: number[]) => [...Array(r - (s.length - 2)).fill(1), ...s.slice(0, -2)];
-  const pa = pad(sa), pb = pad(sb);
-  const bs = pa.map((d, i) => Math.max(d, pb[i]));
-  const nb = bs.reduce((x, y) => x * y, 1);
-  const out = new Float64Array(nb * m * n);
-  for (let z = 0; z < nb; z++) {
-    let rem = z, ia = 0, ib = 0, sta = 1, stb = 1;
-    for (let d = r - 1; d >= 0; d--) {
-      const c = rem % bs[d];
-      rem = Math.floor(rem / bs[d]);
-      ia += (pa[d] === 1 ? 0 : c) * sta;
-      ib += (pb[d] === 1 ? 0 : c) * stb;
-      sta *= pa[d];
-      stb *= pb[d];
-    }
-    for (let i = 0; i < m; i++) {
-      for (let j = 0; j < n; j++) {
-        let s = bias ? bias[j] : 0;
-        for (let q = 0; q < k; q++) {
-          const av = ta ? a[ia * m * k + q * m + i] : a[ia * m * k + i * k + q];
-          const bv = tb ? b[ib * k * n + j * k + q] : b[ib * k * n + q * n + j];
-          s += av * bv;
-        }
-        out[z * m * n + i * n + j] = s;
-      }
-    }
-  }
-  return out;
-}
+import { refMatmul } from "./_reference.ts";
 
 const SMALL: TiledTile = { bm: 32, bn: 32, bk: 8, tm: 4, tn: 8 };
 
@@ -94,7 +52,7 @@ for (const c of cases) {
           path: "tiled",
           tiledTile: c.tile,
         }),
-      ref: ([a, b, bias]) => ref(a, c.a, b, c.b, !!c.ta, !!c.tb, bias),
+      ref: ([a, b, bias]) => refMatmul(a, c.a, b, c.b, !!c.ta, !!c.tb, bias),
       // f16 storage rounds inputs and outputs to 11 bits; accumulation is f32 either way.
       tol: dtype === "f16" ? 2e-3 : 1e-5,
       gradTol: dtype === "f16" ? 0 : 1e-3,
