@@ -12,7 +12,15 @@ import { broadcastShape } from "./broadcast.ts";
 import { sumTo } from "./reduce.ts";
 import { reshape } from "./strided_copy.ts";
 import { texGemm, texPathFits } from "./matmul_tex.ts";
-import { DEFAULT_TILE, gemmShader, type GemmTile, tileExtent, tileKey } from "./matmul_wgsl.ts";
+import {
+  BATCH_OFFSETS_WGSL,
+  batchedGemmDecls,
+  DEFAULT_TILE,
+  gemmShader,
+  type GemmTile,
+  tileExtent,
+  tileKey,
+} from "./matmul_wgsl.ts";
 import { tiledMatmul, type TiledTile } from "./matmul_tiled.ts";
 
 const MAX_BATCH_RANK = 4;
@@ -115,41 +123,28 @@ export function matmulRaw(a: Tensor, b: Tensor, o: MatmulOptions = {}): Tensor {
   const pad = [...Array(MAX_BATCH_RANK - batch.length).fill(1), ...batch];
   const aStrides = batchStrides(a.shape, batch, m * k);
   const bStrides = batchStrides(b.shape, batch, k * n);
+  const launch = {
+    a,
+    b,
+    bias: o.bias,
+    out,
+    m,
+    n,
+    k,
+    transA: !!o.transA,
+    transB: !!o.transB,
+    batch: pad,
+    aStrides,
+    bStrides,
+  };
   if (o.path === "tiled" || (o.path === undefined && !o.tile && gpu.caps.tiledKernels)) {
-    tiledMatmul({
-      a,
-      b,
-      bias: o.bias,
-      out,
-      m,
-      n,
-      k,
-      transA: !!o.transA,
-      transB: !!o.transB,
-      batch: pad,
-      aStrides,
-      bStrides,
-      tile: o.tiledTile,
-    });
+    tiledMatmul({ ...launch, tile: o.tiledTile });
     return out;
   }
   const useTex = gpu.texturePathAllowed("matmul", o.path) &&
     (o.path === "texture" || (!o.tile && m * n * k >= TEX_MIN_WORK));
   if (useTex && k > 0 && texPathFits(gpu, m, n, k, nb)) {
-    texGemm({
-      a,
-      b,
-      bias: o.bias,
-      out,
-      m,
-      n,
-      k,
-      transA: !!o.transA,
-      transB: !!o.transB,
-      batch: pad,
-      aStrides,
-      bStrides,
-    });
+    texGemm(launch);
     return out;
   }
   const tile = o.tile ?? DEFAULT_TILE;
@@ -164,23 +159,8 @@ export function matmulRaw(a: Tensor, b: Tensor, o: MatmulOptions = {}): Tensor {
     `${T}|${ta}|${tb}|${hasBias}|${vec}|${tileKey(tile)}`,
     () =>
       gemmShader(dt, tile, {
-        decls: `
-struct U { M: u32, N: u32, K: u32, p0: u32, bs: vec4<u32>, sa: vec4<u32>, sb: vec4<u32> };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> a: array<${AT}>;
-@group(0) @binding(2) var<storage, read> b: array<${AT}>;
-${hasBias ? `@group(0) @binding(3) var<storage, read> bias: array<${T}>;` : ""}`,
-        prologue: `
-  var rem = batch;
-  var aOff = 0u;
-  var bOff = 0u;
-  for (var d = 3; d >= 0; d--) {
-    let cd = rem % u.bs[d];
-    rem = rem / u.bs[d];
-    aOff += cd * u.sa[d];
-    bOff += cd * u.sb[d];
-  }
-  let cOff = batch * M * N;
+        decls: batchedGemmDecls(AT, AT, T, hasBias),
+        prologue: `${BATCH_OFFSETS_WGSL}
 ${
           Array.from(
             { length: tile.tm },

@@ -15,8 +15,10 @@
  * The generator takes operand loaders as WGSL expressions of a (row, k) or (k, col) pair, so the
  * implicit-GEMM convolutions (conv2d_tiled.ts) reuse it with gathers instead of plain loads.
  */
-import type { DType, Tensor } from "../tensor/tensor.ts";
+import type { DType } from "../tensor/tensor.ts";
 import { header, packUniforms, wgslType } from "./common.ts";
+import { BATCH_OFFSETS_WGSL, batchedGemmDecls } from "./matmul_wgsl.ts";
+import type { TexGemm } from "./matmul_tex.ts";
 
 /** Block and micro-tile shape of one tiled GEMM variant. */
 export interface TiledTile {
@@ -249,20 +251,7 @@ ${ops.prologue ?? ""}`);
 }
 
 /** Parameters of one tiled matmul launch (the layout {@link matmulRaw} computes). */
-export interface TiledMatmul {
-  a: Tensor;
-  b: Tensor;
-  bias?: Tensor;
-  out: Tensor;
-  m: number;
-  n: number;
-  k: number;
-  transA: boolean;
-  transB: boolean;
-  /** Batch shape of C padded to 4 dims, and each operand's batch strides (0: broadcast). */
-  batch: number[];
-  aStrides: number[];
-  bStrides: number[];
+export interface TiledMatmul extends TexGemm {
   tile?: TiledTile;
 }
 
@@ -283,23 +272,8 @@ export function tiledMatmul(p: TiledMatmul): void {
   const key = `${T}|${ta}|${tb}|${hasBias}|${a4}|${b4n}|${b4k}|${tiledKey(tile)}`;
   const kern = gpu.kernel("matmul_tiled", key, () =>
     tiledGemmShader(dt, tile, {
-      decls: `
-struct U { M: u32, N: u32, K: u32, p0: u32, bs: vec4<u32>, sa: vec4<u32>, sb: vec4<u32> };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> a: array<${av}>;
-@group(0) @binding(2) var<storage, read> b: array<${bv}>;
-${hasBias ? `@group(0) @binding(3) var<storage, read> bias: array<${T}>;` : ""}`,
-      prologue: `
-  var rem = batch;
-  var aOff = 0u;
-  var bOff = 0u;
-  for (var d = 3; d >= 0; d--) {
-    let cd = rem % u.bs[d];
-    rem = rem / u.bs[d];
-    aOff += cd * u.sa[d];
-    bOff += cd * u.sb[d];
-  }
-  let cOff = batch * M * N;`,
+      decls: batchedGemmDecls(av, bv, T, hasBias),
+      prologue: BATCH_OFFSETS_WGSL,
       mExtent: "u.M",
       nExtent: "u.N",
       kExtent: "u.K",

@@ -166,3 +166,29 @@ ${body("kk")}
   L.push(`}`);
   return L.join("\n");
 }
+
+/**
+ * Bindings of a batched GEMM (A, B, optional bias) with the uniform header the batch offsets read:
+ * shared by the storage and tiled matmul kernels.
+ */
+export function batchedGemmDecls(aType: string, bType: string, T: string, bias: boolean): string {
+  return `
+struct U { M: u32, N: u32, K: u32, p0: u32, bs: vec4<u32>, sa: vec4<u32>, sb: vec4<u32> };
+@group(0) @binding(0) var<uniform> u: U;
+@group(0) @binding(1) var<storage, read> a: array<${aType}>;
+@group(0) @binding(2) var<storage, read> b: array<${bType}>;
+${bias ? `@group(0) @binding(3) var<storage, read> bias: array<${T}>;` : ""}`;
+}
+
+/** Element offsets of batch matrix `batch` in A, B (broadcast strides) and C. */
+export const BATCH_OFFSETS_WGSL = `
+  var rem = batch;
+  var aOff = 0u;
+  var bOff = 0u;
+  for (var d = 3; d >= 0; d--) {
+    let cd = rem % u.bs[d];
+    rem = rem / u.bs[d];
+    aOff += cd * u.sa[d];
+    bOff += cd * u.sb[d];
+  }
+  let cOff = batch * M * N;`;
