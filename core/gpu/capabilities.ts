@@ -125,16 +125,22 @@ async function captured(device: GPUDevice, record: () => void): Promise<string |
   return thrown ?? errs.find((e) => e)?.message ?? null;
 }
 
-async function readBack(device: GPUDevice, src: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
+/** Reads `bytes` bytes of each of `srcs` back to the host through one mapping (one wait). */
+async function readBack(
+  device: GPUDevice,
+  srcs: GPUBuffer[],
+  bytes: number,
+): Promise<ArrayBuffer[]> {
   const staging = device.createBuffer({
-    size: bytes,
+    size: bytes * srcs.length,
     usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
   });
   const enc = device.createCommandEncoder();
-  enc.copyBufferToBuffer(src, 0, staging, 0, bytes);
+  srcs.forEach((src, i) => enc.copyBufferToBuffer(src, 0, staging, i * bytes, bytes));
   device.queue.submit([enc.finish()]);
   await staging.mapAsync(GPUMapMode.READ);
-  const out = staging.getMappedRange().slice(0);
+  const all = staging.getMappedRange();
+  const out = srcs.map((_, i) => all.slice(i * bytes, (i + 1) * bytes));
   staging.unmap();
   staging.destroy();
   return out;
@@ -212,8 +218,9 @@ async function probeTextureKind(
       device.queue.submit([enc.finish()]);
     });
     if (err) return `${kind} texture (${layers} layer(s)): ${err.split("\n")[0]}`;
-    const loaded = new Float32Array(await readBack(device, out1, 16 * n));
-    const stored = new Float32Array(await readBack(device, out2, 16 * n));
+    const [loaded, stored] = (await readBack(device, [out1, out2], 16 * n)).map((b) =>
+      new Float32Array(b)
+    );
     for (let i = 0; i < 4 * n; i++) {
       if (loaded[i] !== data[i] || stored[i] !== 2 * data[i]) {
         return `${kind} texture (${layers} layer(s)) returned wrong values ` +
@@ -267,7 +274,7 @@ async function runWords(
       device.queue.submit([enc.finish()]);
     });
     if (err) return { err: err.split("\n")[0], words: null };
-    return { err: null, words: await readBack(device, buf, bytes) };
+    return { err: null, words: (await readBack(device, [buf], bytes))[0] };
   } finally {
     buf.destroy();
   }

@@ -10,24 +10,12 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { testGpu } from "../helpers/gpu.ts";
-import { makeTinyRoots, tinyConfig, tinyInit } from "../train/_tiny.ts";
+import { makeTinyRoots, readAll, tinyConfig, tinyInit } from "../train/_tiny.ts";
 import { runTraining } from "../../core/train/trainer.ts";
 import { saveModule } from "../../core/models/load.ts";
-import { openWeights } from "../../core/io/weights.ts";
 import { mpirun, mpiTest } from "./_mpi.ts";
 
 const MAIN = fileURLToPath(new URL("./_mpi_train_main.ts", import.meta.url));
-
-async function readAll(path: string): Promise<Map<string, Float32Array>> {
-  const r = await openWeights(path);
-  try {
-    const m = new Map<string, Float32Array>();
-    for (const k of r.keys()) m.set(k, await r.readF32(k));
-    return m;
-  } finally {
-    r.close();
-  }
-}
 
 function relL2(a: Map<string, Float32Array>, b: Map<string, Float32Array>): number {
   let num = 0, den = 0;

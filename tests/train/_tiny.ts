@@ -13,6 +13,7 @@ import { getConfig, type TrainConfig } from "../../configs/train.ts";
 import { openPairDataset } from "../../core/data/dataset.ts";
 import type { TrainerInit, TrainModels } from "../../core/train/trainer.ts";
 import { rand } from "../helpers/gpu.ts";
+import { openWeights } from "../../core/io/weights.ts";
 
 // The tiny model is the benchmarks' one (core/bench/tiny_setup.ts), so tests and benchmarks agree.
 export {
@@ -106,4 +107,16 @@ export async function tinyInit(
     handleSignals: false,
     ...extra,
   };
+}
+
+/** Every tensor of a weight file as f32, by key (to compare trained weights). */
+export async function readAll(path: string): Promise<Map<string, Float32Array>> {
+  const r = await openWeights(path);
+  try {
+    const m = new Map<string, Float32Array>();
+    for (const k of r.keys()) m.set(k, await r.readF32(k));
+    return m;
+  } finally {
+    r.close();
+  }
 }

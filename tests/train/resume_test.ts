@@ -7,20 +7,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { testGpu } from "../helpers/gpu.ts";
-import { makeTinyRoots, tinyConfig, tinyInit } from "./_tiny.ts";
+import { makeTinyRoots, readAll, tinyConfig, tinyInit } from "./_tiny.ts";
 import { runTraining } from "../../core/train/trainer.ts";
-import { openWeights } from "../../core/io/weights.ts";
-
-async function readAll(path: string): Promise<Map<string, Float32Array>> {
-  const r = await openWeights(path);
-  try {
-    const m = new Map<string, Float32Array>();
-    for (const k of r.keys()) m.set(k, await r.readF32(k));
-    return m;
-  } finally {
-    r.close();
-  }
-}
 
 function assertSameTensors(
   a: Map<string, Float32Array>,

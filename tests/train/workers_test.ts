@@ -7,22 +7,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { testGpu } from "../helpers/gpu.ts";
-import { makeTinyRoots, tinyConfig, tinyInit } from "./_tiny.ts";
+import { makeTinyRoots, readAll, tinyConfig, tinyInit } from "./_tiny.ts";
 import { runTraining } from "../../core/train/trainer.ts";
 import { listenHub } from "../../core/dist/allreduce.ts";
 import { planWorkerBindings } from "../../core/gpu/adapter_binding.ts";
-import { openWeights } from "../../core/io/weights.ts";
-
-async function readAll(path: string): Promise<Map<string, Float32Array>> {
-  const r = await openWeights(path);
-  try {
-    const m = new Map<string, Float32Array>();
-    for (const k of r.keys()) m.set(k, await r.readF32(k));
-    return m;
-  } finally {
-    r.close();
-  }
-}
 
 Deno.test("2 workers x batch b == 1 worker x batch 2b after 3 steps", async () => {
   const gpu = await testGpu();
