@@ -13,6 +13,7 @@ import {
   overridesFromEnv,
   probeCapabilities,
 } from "./capabilities.ts";
+import { BACKEND_VAR, preferVulkan } from "./native_backend.ts";
 
 export { GpuError };
 export type { GpuCaps };
@@ -128,11 +129,16 @@ export class Gpu {
         "WebGPU is not available in this runtime (navigator.gpu is missing); run with Deno 2 or newer.",
       );
     }
+    const backends = preferVulkan();
     const adapter = await navigator.gpu.requestAdapter({
       powerPreference: opts.powerPreference ?? "high-performance",
     });
     if (!adapter) {
-      throw new GpuError(`No WebGPU adapter found. ${GET_CAPABLE_ADAPTER}`);
+      const where = backends ? ` on wgpu's ${backends} backend (${BACKEND_VAR}=${backends})` : "";
+      const gl = backends === "vulkan"
+        ? ` (${BACKEND_VAR}=gl would use wgpu's GL backend: storage kernels only.)`
+        : "";
+      throw new GpuError(`No WebGPU adapter found${where}. ${GET_CAPABLE_ADAPTER}${gl}`);
     }
     const wanted: GPUFeatureName[] = ["shader-f16", "timestamp-query"];
     const requiredFeatures = wanted.filter((f) => adapter.features.has(f));

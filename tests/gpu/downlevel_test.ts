@@ -28,11 +28,20 @@ async function kernelTests(files: string[], env: Record<string, string>) {
   const m = text.match(/(\d+) passed \| (\d+) failed(?: \| (\d+) ignored)?/);
   const failed = text.split("\n").filter((l) => / FAILED /.test(l)).slice(0, 20);
   assert.ok(m, `no test summary in the child's output:\n${text.slice(-3000)}`);
-  assert.equal(code, 0, `tests failed under ${JSON.stringify(env)}:\n${failed.join("\n")}`);
+  if (env === GL && code === 134 && m[2] === "0" && EXIT_RACE.test(text.slice(m.index))) {
+    // wgpu's GL backend (EGL + libglvnd) can abort at exit when a deno test worker thread ends
+    // during the process's exit; the reason Gpu.open() keeps Deno processes on Vulkan. The
+    // tests themselves all ran and passed, which is what this test is about.
+    console.warn("GL child aborted at exit after all its tests passed (libglvnd exit race)");
+  } else {
+    assert.equal(code, 0, `tests failed under ${JSON.stringify(env)}:\n${failed.join("\n")}`);
+  }
   return { passed: Number(m[1]), ignored: Number(m[3] ?? 0) };
 }
 
 const GL = { DENO_WEBGPU_BACKEND: "gl" };
+/** glibc's messages for the heap corruption of the GL backend's exit race (core/gpu/native_backend.ts). */
+const EXIT_RACE = /double free or corruption|corrupted size vs\. prev_size|free\(\): invalid/;
 /** What the set-up's adapter check says of the GL adapter, or null where there is none. */
 const glAdapter = await (async () => {
   const { code, text } = await run(["run", "-A", "scripts/check_adapter.ts", "--json"], GL);
