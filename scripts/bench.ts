@@ -175,10 +175,10 @@ async function runJobs(gpu: Gpu, quick: boolean): Promise<Record<string, unknown
   // Loaded here: these modules pull in npm packages the SD benchmark does without.
   const { benchUNet } = await import("../core/bench/bench_unet.ts");
   const { TEACHER_UNET_CONFIG } = await import("../core/demo/tiny_teacher.ts");
-  const { benchGenerate } = await import("../core/pipeline/bench_generate.ts");
-  const { benchTrain } = await import("../core/train/bench_train.ts");
-  const { benchSample } = await import("../core/sample/bench_sample.ts");
-  const { benchLpips } = await import("../core/train/bench_lpips.ts");
+  const { benchGenerate } = await import("../core/bench/bench_generate.ts");
+  const { benchTrain } = await import("../core/bench/bench_train.ts");
+  const { benchSample } = await import("../core/bench/bench_sample.ts");
+  const { benchLpips } = await import("../core/bench/bench_lpips.ts");
   const jobs: Record<string, unknown> = {};
   const step = async (name: string, fn: () => Promise<unknown>) => {
     const t0 = performance.now();

@@ -4,7 +4,7 @@
  * that `generate` uses as its teacher (iterated reflow).
  */
 import { Command } from "commander";
-import { exportFlowTeacher } from "../core/pipeline/export_student.ts";
+import { exportFlowTeacher } from "../core/generate/export_student.ts";
 
 const cmd = new Command("export-student")
   .requiredOption("--teacher <dir>", "the teacher's diffusers folder")

@@ -15,9 +15,9 @@
 
 import { formatConfig, loadJobConfig, parseJobArgs } from "../core/config/overrides.ts";
 import type { GenerateConfig } from "../configs/generate.ts";
-import { runGenerate } from "../core/pipeline/generate.ts";
+import { runGenerate } from "../core/generate/generate.ts";
 import { splitDevicesFlag } from "../core/gpu/adapter_binding.ts";
-import { shardFromEnv } from "../core/dist/shard.ts";
+import { shardFromEnv } from "../core/distributed/shard.ts";
 
 const args = parseJobArgs(Deno.args, {
   name: "generate",

@@ -22,8 +22,8 @@ import {
   readPromptsFile,
   runSample,
 } from "../core/sample/run_sample.ts";
-import { detectLaunch } from "../core/dist/launch_env.ts";
-import { bindLocalRank } from "../core/dist/mpi_job.ts";
+import { detectLaunch } from "../core/distributed/launch_env.ts";
+import { bindLocalRank } from "../core/distributed/mpi_job.ts";
 import { checkBoundAdapter, listAdapters, splitDevicesFlag } from "../core/gpu/adapter_binding.ts";
 
 /** Pulls every `--prompt <text>` / `--prompt=<text>` out of argv (commander keeps only the last). */

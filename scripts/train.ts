@@ -21,12 +21,12 @@ import { Gpu } from "../core/gpu/device.ts";
 import type { TrainConfig } from "../configs/train.ts";
 import { runTraining } from "../core/train/trainer.ts";
 import { loadTrainModels, openTrainData } from "../core/train/setup.ts";
-import { connectWorker, type GradientExchange } from "../core/dist/allreduce.ts";
-import { startWorkers, type Workers } from "../core/dist/launch.ts";
-import { detectLaunch } from "../core/dist/launch_env.ts";
-import { joinMpiJob } from "../core/dist/mpi_job.ts";
-import type { MpiExchange } from "../core/dist/mpi_exchange.ts";
-import type { BucketOptions } from "../core/dist/grad_buckets.ts";
+import { connectWorker, type GradientExchange } from "../core/distributed/allreduce.ts";
+import { startWorkers, type Workers } from "../core/distributed/launch.ts";
+import { detectLaunch } from "../core/distributed/launch_env.ts";
+import { joinMpiJob } from "../core/distributed/mpi_job.ts";
+import type { MpiExchange } from "../core/distributed/mpi_exchange.ts";
+import type { BucketOptions } from "../core/distributed/grad_buckets.ts";
 import {
   bindThisProcess,
   checkBoundAdapter,

@@ -30,7 +30,7 @@ import { AutoencoderKL } from "../models/autoencoder_kl.ts";
 import { createTextEncoder, type TextEncoder } from "../models/text_encoders.ts";
 import type { TextTokenizer } from "../models/tokenizers/types.ts";
 import { saveModule } from "../models/load.ts";
-import { DiffusionTeacher, encodeCaptions } from "../pipeline/teacher.ts";
+import { DiffusionTeacher, encodeCaptions } from "../generate/teacher.ts";
 import { reflowLoss } from "../train/reflow_loss.ts";
 import { AdamW, zeroGrads } from "../train/adamw.ts";
 import { LossScaler, withHalfWeights } from "../train/mixed_precision.ts";

@@ -12,7 +12,7 @@
  * <eval_folder>/summary.json             NFE, time per image, straightness, distance to z1
  * ```
  *
- * Split among ranks (`shard`, from mpirun/srun; core/dist/shard.ts), rank r samples its
+ * Split among ranks (`shard`, from mpirun/srun; core/distributed/shard.ts), rank r samples its
  * contiguous share of the indices and writes `sample.rank{r}.log`, `caption.rank{r}.txt` (its
  * captions, in index order), `summary.rank{r}.json` and `manifest/rank{r}.json`; the image files
  * keep their global index. Euler sampling depends only on (seed, index); RK45's steps adapt to the
@@ -37,7 +37,7 @@
  * @module
  */
 
-import { encodeCaptions } from "../pipeline/teacher.ts";
+import { encodeCaptions } from "../generate/teacher.ts";
 import { join } from "node:path";
 import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
@@ -59,7 +59,7 @@ import { loadScoreModel, type ScoreModel } from "./score_model.ts";
 import { decodeToImages } from "./decode.ts";
 import { type BatchSamplerOptions, sampleBatch, type SamplerName, SAMPLERS } from "./sampler.ts";
 import { perSampleMse } from "./path_stats.ts";
-import { indexRuns, type Shard, shardRange, writeRankManifest } from "../dist/shard.ts";
+import { indexRuns, type Shard, shardRange, writeRankManifest } from "../distributed/shard.ts";
 
 /** The original's RectifiedFlow defaults, which its sample config does not expose. */
 export const DEFAULT_ODE_TOL = 1e-5;

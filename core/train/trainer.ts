@@ -3,7 +3,7 @@
  * on (z0, z1, caption) pairs with the reflow L2 loss, AdamW with a warmed-up LR schedule, global-norm
  * clipping, gradient accumulation, an EMA of the weights, evaluation with the EMA weights, sample
  * grids, TensorBoard scalars, full checkpoints and exact resume, and optionally several worker
- * processes that average their gradients (see `core/dist/`).
+ * processes that average their gradients (see `core/distributed/`).
  *
  * Step numbering: `step` counts completed optimizer steps. `checkpoint_s{step}` holds the state
  * after `step` steps, and resuming from it continues with step `step + 1` exactly as an
@@ -23,7 +23,7 @@
  * @module
  */
 
-import { encodeCaptions as encodePromptStates } from "../pipeline/teacher.ts";
+import { encodeCaptions as encodePromptStates } from "../generate/teacher.ts";
 import { dirname, join } from "node:path";
 import type { Gpu } from "../gpu/device.ts";
 import { Tensor } from "../tensor/tensor.ts";
@@ -71,11 +71,11 @@ import {
   stepFromCheckpointPath,
   type TrainStateJson,
 } from "./train_state.ts";
-import { type GradientExchange, LocalExchange } from "../dist/allreduce.ts";
-import { type BucketOptions, GradientBuckets } from "../dist/grad_buckets.ts";
+import { type GradientExchange, LocalExchange } from "../distributed/allreduce.ts";
+import { type BucketOptions, GradientBuckets } from "../distributed/grad_buckets.ts";
 import { DEFAULT_CAPTION_DROPOUT, DiffusionObjective, SAMPLE_GRID } from "./diffusion_loss.ts";
 import type { LossBatch } from "./reflow_loss.ts";
-import { DiffusionTeacher } from "../pipeline/teacher.ts";
+import { DiffusionTeacher } from "../generate/teacher.ts";
 
 /** The models a run uses: the student and the frozen text side (and VAE for sample grids). */
 export interface TrainModels {
@@ -377,7 +377,7 @@ export async function runTraining(init: TrainerInit): Promise<TrainResult> {
     writeFlat(params, got);
   }
   const ema = new Ema(gpu, params, config.ema.decay);
-  // Gradients are averaged in buckets, read back as backward completes them (core/dist/).
+  // Gradients are averaged in buckets, read back as backward completes them (core/distributed/).
   const buckets = worldSize > 1 ? new GradientBuckets(gpu, params, exchange, init.dist) : null;
 
   let log: Logger | null = null;

@@ -19,7 +19,7 @@ import type { TextEncoder } from "../models/text_encoders.ts";
 import type { AutoencoderKL } from "../models/autoencoder_kl.ts";
 import { sampleBatch, type VelocityNet } from "../sample/sampler.ts";
 import { decodeToImages } from "../sample/decode.ts";
-import { batchNoise } from "../pipeline/noise.ts";
+import { batchNoise } from "../generate/noise.ts";
 import type { TimestepOrientation } from "../../configs/default.ts";
 
 /** A loaded student and what it needs to draw. */

@@ -5,7 +5,7 @@
  */
 import { Gpu } from "../../core/gpu/device.ts";
 import { checkBoundAdapter } from "../../core/gpu/adapter_binding.ts";
-import { connectWorker } from "../../core/dist/allreduce.ts";
+import { connectWorker } from "../../core/distributed/allreduce.ts";
 import { runTraining } from "../../core/train/trainer.ts";
 import { tinyConfig, tinyInit } from "./_tiny.ts";
 import { saveModule } from "../../core/models/load.ts";

@@ -3,7 +3,7 @@
  * transport, and several exchanges in flight at once.
  */
 import assert from "node:assert/strict";
-import { connectWorker, listenHub } from "../../core/dist/allreduce.ts";
+import { connectWorker, listenHub } from "../../core/distributed/allreduce.ts";
 import { f16BitsToF32, f32ToF16Bits } from "../../core/io/half.ts";
 
 Deno.test("allreduce over loopback TCP averages in rank order", async () => {

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { testGpu } from "../helpers/gpu.ts";
 import { makeTinyRoots, readAll, tinyConfig, tinyInit } from "./_tiny.ts";
 import { runTraining } from "../../core/train/trainer.ts";
-import { listenHub } from "../../core/dist/allreduce.ts";
+import { listenHub } from "../../core/distributed/allreduce.ts";
 import { planWorkerBindings } from "../../core/gpu/adapter_binding.ts";
 
 Deno.test("2 workers x batch b == 1 worker x batch 2b after 3 steps", async () => {

@@ -24,7 +24,7 @@ import {
   TINY_BENCH_CLIP,
   TINY_BENCH_UNET,
   writeTinyPairs,
-} from "../bench/tiny_setup.ts";
+} from "./tiny_setup.ts";
 import type { TrainConfig } from "../../configs/train.ts";
 import { join } from "node:path";
 import { Gpu } from "../gpu/device.ts";
@@ -35,7 +35,7 @@ import { LpipsHeads } from "../models/lpips.ts";
 import { VGG16_WIDTHS, Vgg16Features } from "../models/vgg16.ts";
 import { saveModule } from "../models/load.ts";
 import { openPairDataset } from "../data/dataset.ts";
-import { runTraining } from "./trainer.ts";
+import { runTraining } from "../train/trainer.ts";
 
 const VAE = {
   block_out_channels: [16, 32],

@@ -20,12 +20,12 @@
  * @module
  */
 
-import { TINY_BENCH_UNET } from "../bench/tiny_setup.ts";
+import { TINY_BENCH_UNET } from "./tiny_setup.ts";
 import { Gpu } from "../gpu/device.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { UNet2DConditionModel } from "../models/unet2d_condition.ts";
 import { philoxNormal } from "../tensor/philox.ts";
-import { type BatchSamplerOptions, sampleBatch } from "./sampler.ts";
+import { type BatchSamplerOptions, sampleBatch } from "../sample/sampler.ts";
 
 /** Options of {@link benchSample}. */
 export interface BenchSampleOptions {

@@ -8,10 +8,10 @@
 import { join } from "node:path";
 import { Gpu } from "../../core/gpu/device.ts";
 import { checkBoundAdapter } from "../../core/gpu/adapter_binding.ts";
-import { joinMpiJob } from "../../core/dist/mpi_job.ts";
+import { joinMpiJob } from "../../core/distributed/mpi_job.ts";
 import { runTraining } from "../../core/train/trainer.ts";
 import { saveModule } from "../../core/models/load.ts";
-import type { Transport } from "../../core/dist/allreduce.ts";
+import type { Transport } from "../../core/distributed/allreduce.ts";
 import { tinyConfig, tinyInit } from "../train/_tiny.ts";
 
 const o = JSON.parse(Deno.args[0]) as {

@@ -5,7 +5,7 @@
  * Weights are stored as float16 safetensors (well under 2 MB in all).
  *
  * Remake the checked-in fixture with
- * `deno run -A core/pipeline/tiny_pipeline.ts tests/fixtures/tiny_pipeline`.
+ * `deno run -A core/generate/tiny_pipeline.ts tests/fixtures/tiny_pipeline`.
  *
  * @module
  */
@@ -68,7 +68,7 @@ export async function makeTinyPipeline(gpu: Gpu, dir: string, seed = 0): Promise
 if (import.meta.main) {
   const dir = Deno.args[0];
   if (!dir) {
-    console.error("usage: deno run -A core/pipeline/tiny_pipeline.ts <output folder> [seed]");
+    console.error("usage: deno run -A core/generate/tiny_pipeline.ts <output folder> [seed]");
     Deno.exit(2);
   }
   const gpu = await Gpu.open();

@@ -3,7 +3,7 @@
  * not, the tests are declared ignored and their names say why (install: apt-get install
  * openmpi-bin libopenmpi-dev, or REFLOW_WITH_MPI=1 bash scripts/setup.sh).
  */
-import { mpiUnavailable } from "../../core/dist/mpi_ffi.ts";
+import { mpiUnavailable } from "../../core/distributed/mpi_ffi.ts";
 
 async function probe(): Promise<string | null> {
   try {

@@ -3,7 +3,7 @@
  * every rank can compute, prints one `result {...}` line, and exits non-zero on a mismatch.
  * Arguments: <length>.
  */
-import { MpiExchange } from "../../core/dist/mpi_exchange.ts";
+import { MpiExchange } from "../../core/distributed/mpi_exchange.ts";
 import { f16BitsToF32, f32ToF16Bits } from "../../core/io/half.ts";
 import { philoxNormal } from "../../core/tensor/philox.ts";
 

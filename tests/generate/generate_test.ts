@@ -9,10 +9,10 @@ import { join } from "node:path";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { getConfig } from "../../configs/generate.ts";
-import { runGenerate } from "../../core/pipeline/generate.ts";
+import { runGenerate } from "../../core/generate/generate.ts";
 import { buildCaptionList, readCaptions } from "../../core/data/captions.ts";
 import { readNpy } from "../../core/data/npy.ts";
-import { pairNoiseBits } from "../../core/pipeline/noise.ts";
+import { pairNoiseBits } from "../../core/generate/noise.ts";
 
 const TINY = fileURLToPath(new URL("../fixtures/tiny_pipeline", import.meta.url));
 const CAPTIONS = ["a red cube on a table", "a photo of a cat", "two dogs running on a beach"];
@@ -42,7 +42,7 @@ Deno.test({
   async fn() {
     assert.ok(
       existsSync(join(TINY, "unet")),
-      `missing fixture ${TINY}: run core/pipeline/tiny_pipeline.ts`,
+      `missing fixture ${TINY}: run core/generate/tiny_pipeline.ts`,
     );
     const dir = await Deno.makeTempDir({ prefix: "reflow-gen-" });
     try {

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { getConfig } from "../../configs/generate.ts";
-import { runGenerate } from "../../core/pipeline/generate.ts";
+import { runGenerate } from "../../core/generate/generate.ts";
 import { buildCaptionList, readCaptions } from "../../core/data/captions.ts";
 import { data2lmdb } from "../../core/data/data2lmdb.ts";
 import { openPairDataset } from "../../core/data/dataset.ts";

@@ -12,7 +12,7 @@
  *
  * @example
  * ```ts ignore
- * // not a doc test: needs Open MPI and ranks started by mpirun (tests/dist/mpi_exchange_test.ts)
+ * // not a doc test: needs Open MPI and ranks started by mpirun (tests/distributed/mpi_exchange_test.ts)
  * const ex = MpiExchange.open({ timeoutSecs: 600 }); // under mpirun -np 2
  * const avg = await ex.allReduceMean(grads, { transport: "f16" });
  * ex.close();

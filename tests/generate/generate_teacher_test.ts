@@ -10,8 +10,8 @@ import { readNpy } from "../../core/data/npy.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 import * as ops from "../../core/ops.ts";
 import type { TextTokenizer } from "../../core/models/tokenizers/types.ts";
-import { DiffusionTeacher, type NoiseModel } from "../../core/pipeline/teacher.ts";
-import { FlowTeacher, flowTimestep } from "../../core/pipeline/flow_teacher.ts";
+import { DiffusionTeacher, type NoiseModel } from "../../core/generate/teacher.ts";
+import { FlowTeacher, flowTimestep } from "../../core/generate/flow_teacher.ts";
 import { assertClose, testGpu } from "../helpers/gpu.ts";
 
 const CASE = new URL("../fixtures/schedulers/dpmsolver_sd25/", import.meta.url).pathname;

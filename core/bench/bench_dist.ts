@@ -3,10 +3,10 @@
  *
  * ```sh
  * # all-reduce time of 2 local ranks: the loopback TCP star (this process is rank 0), then MPI
- * deno run -A core/dist/bench_dist.ts allreduce-tcp --mb 64,256,1024
- * mpirun -np 2 deno run -A core/dist/bench_dist.ts allreduce-mpi --mb 64,256,1024
+ * deno run -A core/bench/bench_dist.ts allreduce-tcp --mb 64,256,1024
+ * mpirun -np 2 deno run -A core/bench/bench_dist.ts allreduce-mpi --mb 64,256,1024
  * # training step time of the tiny UNet on 2 MPI ranks (batch 2 each), with and without overlap
- * mpirun -np 2 deno run -A core/dist/bench_dist.ts step --steps 14 --warm 4 [--no_overlap]
+ * mpirun -np 2 deno run -A core/bench/bench_dist.ts step --steps 14 --warm 4 [--no_overlap]
  *   [--bucket_mb 0.0625] [--transport f16]
  * ```
  *
@@ -18,22 +18,22 @@
 
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { connectWorker, type GradientExchange, listenHub, type Transport } from "./allreduce.ts";
-import { MpiExchange } from "./mpi_exchange.ts";
-import { joinMpiJob } from "./mpi_job.ts";
+import { connectWorker, type GradientExchange, listenHub, type Transport } from "../distributed/allreduce.ts";
+import { MpiExchange } from "../distributed/mpi_exchange.ts";
+import { joinMpiJob } from "../distributed/mpi_job.ts";
 import {
   benchConfig,
   charTokenizer,
   TINY_BENCH_CLIP,
   TINY_BENCH_UNET,
   writeTinyPairs,
-} from "../bench/tiny_setup.ts";
+} from "./tiny_setup.ts";
 import { Gpu } from "../gpu/device.ts";
 import { UNet2DConditionModel } from "../models/unet2d_condition.ts";
 import { CLIPTextModel } from "../models/text_encoders.ts";
 import { openPairDataset } from "../data/dataset.ts";
 import { runTraining } from "../train/trainer.ts";
-import { GradientBuckets } from "./grad_buckets.ts";
+import { GradientBuckets } from "../distributed/grad_buckets.ts";
 
 function flag(name: string, fallback: string): string {
   const i = Deno.args.indexOf(`--${name}`);

@@ -9,9 +9,9 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { getConfig } from "../../configs/generate.ts";
-import { runGenerate } from "./generate.ts";
+import { runGenerate } from "../generate/generate.ts";
 
-/** The tiny pipeline fixture (made by core/pipeline/tiny_pipeline.ts). */
+/** The tiny pipeline fixture (made by core/generate/tiny_pipeline.ts). */
 export const TINY_PIPELINE_DIR = fileURLToPath(
   new URL("../../tests/fixtures/tiny_pipeline", import.meta.url),
 );

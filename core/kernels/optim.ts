@@ -5,7 +5,7 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { Tensor } from "../tensor/tensor.ts";
-import { f32u, grid1d, GRID_ARGS, linearIndex, packUniforms } from "../kernels/common.ts";
+import { f32u, grid1d, GRID_ARGS, linearIndex, packUniforms } from "./common.ts";
 
 const WG = 256;
 /** Partial sums per tensor: enough workgroups to keep lavapipe's threads busy, few to reduce. */

@@ -23,15 +23,15 @@ import {
   TINY_BENCH_CLIP,
   TINY_BENCH_UNET,
   writeTinyPairs,
-} from "../bench/tiny_setup.ts";
+} from "./tiny_setup.ts";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Gpu } from "../gpu/device.ts";
 import { UNet2DConditionModel } from "../models/unet2d_condition.ts";
 import { CLIPTextModel } from "../models/text_encoders.ts";
 import { openPairDataset } from "../data/dataset.ts";
-import { connectWorker, type GradientExchange, listenHub } from "../dist/allreduce.ts";
-import { runTraining } from "./trainer.ts";
+import { connectWorker, type GradientExchange, listenHub } from "../distributed/allreduce.ts";
+import { runTraining } from "../train/trainer.ts";
 
 /** Runs the tiny training and returns mean seconds per step after `warm` steps. */
 async function timedRun(

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { exportFlowTeacher } from "../../core/pipeline/export_student.ts";
-import { inspectTeacher } from "../../core/pipeline/teacher_info.ts";
+import { exportFlowTeacher } from "../../core/generate/export_student.ts";
+import { inspectTeacher } from "../../core/generate/teacher_info.ts";
 import { writeSafetensors } from "../../core/io/safetensors.ts";
 
 const TINY = fileURLToPath(new URL("../fixtures/tiny_pipeline", import.meta.url));

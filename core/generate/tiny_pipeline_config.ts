@@ -1,5 +1,5 @@
 /**
- * The configs of the tiny test pipeline (core/pipeline/tiny_pipeline.ts writes them with random
+ * The configs of the tiny test pipeline (core/generate/tiny_pipeline.ts writes them with random
  * weights); data only, so config-level tests need no model code.
  *
  * @module

@@ -6,8 +6,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { existsSync } from "node:fs";
 import { getConfig } from "../../configs/generate.ts";
-import { divideToGroups, jsonSafe, outputRoot, runGenerate } from "../../core/pipeline/generate.ts";
-import { SD_SCHEDULER_CONFIG, TINY_UNET_CONFIG } from "../../core/pipeline/tiny_pipeline_config.ts";
+import { divideToGroups, jsonSafe, outputRoot, runGenerate } from "../../core/generate/generate.ts";
+import { SD_SCHEDULER_CONFIG, TINY_UNET_CONFIG } from "../../core/generate/tiny_pipeline_config.ts";
 
 async function configOnlyModel(dir: string): Promise<string> {
   const m = join(dir, "model");

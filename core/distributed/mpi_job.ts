@@ -5,7 +5,7 @@
  *
  * @example
  * ```ts ignore
- * // not a doc test: needs Open MPI and ranks started by mpirun (tests/dist/mpi_train_test.ts)
+ * // not a doc test: needs Open MPI and ranks started by mpirun (tests/distributed/mpi_train_test.ts)
  * const { exchange, binding } = await joinMpiJob({ shareAdapter: false });
  * const gpu = await Gpu.open(); // now on the adapter of `binding`
  * ```

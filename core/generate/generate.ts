@@ -68,7 +68,7 @@ import { runSeed } from "./noise.ts";
 import { isCompletePair, pairFileLayout } from "./pair_files.ts";
 import { MESSAGE_PREFIX, type WorkerJob, type WorkerMessage } from "./worker_protocol.ts";
 import { planWorkerBindings } from "../gpu/adapter_binding.ts"; // issue 12: one worker per adapter
-import { indexRuns, type Shard, shardRange, writeRankManifest } from "../dist/shard.ts"; // issue 14
+import { indexRuns, type Shard, shardRange, writeRankManifest } from "../distributed/shard.ts"; // issue 14
 
 /** Settings that do not change the data: a resumed run may change them freely. */
 const FREE_SETTINGS = ["devices", "bs", "overwrite"] as const;

@@ -5,7 +5,7 @@
  * and reads progress lines (`@@reflow {...}`) from stdout; the worker exits when stdin closes,
  * so it never outlives its parent.
  *
- * Run by {@link runGenerate}: `deno run -A core/pipeline/generate_worker.ts` (not by hand).
+ * Run by {@link runGenerate}: `deno run -A core/generate/generate_worker.ts` (not by hand).
  *
  * @module
  */

@@ -16,8 +16,8 @@ import { mean } from "../../core/kernels/reduce.ts";
 import { mul } from "../../core/kernels/binary.ts";
 import { readMany } from "../../core/tensor/readback.ts";
 import { philoxNormal } from "../../core/tensor/philox.ts";
-import { GradientBuckets } from "../../core/dist/grad_buckets.ts";
-import type { GradientExchange, ReduceOptions } from "../../core/dist/allreduce.ts";
+import { GradientBuckets } from "../../core/distributed/grad_buckets.ts";
+import type { GradientExchange, ReduceOptions } from "../../core/distributed/allreduce.ts";
 
 class HalvingExchange implements GradientExchange {
   readonly rank = 0;

@@ -7,11 +7,11 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { detectLaunch } from "../../core/dist/launch_env.ts";
-import { indexRuns, shardRange } from "../../core/dist/shard.ts";
+import { detectLaunch } from "../../core/distributed/launch_env.ts";
+import { indexRuns, shardRange } from "../../core/distributed/shard.ts";
 import { getConfig as generateConfig } from "../../configs/generate.ts";
 import { getConfig as sampleConfig } from "../../configs/sample.ts";
-import { runGenerate } from "../../core/pipeline/generate.ts";
+import { runGenerate } from "../../core/generate/generate.ts";
 import { runSample } from "../../core/sample/run_sample.ts";
 import { testGpu } from "../helpers/gpu.ts";
 import { mpiTest } from "./_mpi.ts";

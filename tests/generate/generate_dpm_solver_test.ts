@@ -8,8 +8,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { getConfig } from "../../configs/generate.ts";
-import { captionSource, indexRecord, runGenerate } from "../../core/pipeline/generate.ts";
-import { inspectTeacher } from "../../core/pipeline/teacher_info.ts";
+import { captionSource, indexRecord, runGenerate } from "../../core/generate/generate.ts";
+import { inspectTeacher } from "../../core/generate/teacher_info.ts";
 import { readNpy } from "../../core/data/npy.ts";
 
 const TINY = fileURLToPath(new URL("../fixtures/tiny_pipeline", import.meta.url));
