@@ -18,7 +18,12 @@
 
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { connectWorker, type GradientExchange, listenHub, type Transport } from "../distributed/allreduce.ts";
+import {
+  connectWorker,
+  type GradientExchange,
+  listenHub,
+  type Transport,
+} from "../distributed/allreduce.ts";
 import { MpiExchange } from "../distributed/mpi_exchange.ts";
 import { joinMpiJob } from "../distributed/mpi_job.ts";
 import {
