@@ -56,7 +56,7 @@ import { philoxNormal } from "../tensor/philox.ts";
 import { createLogger } from "../util/log.ts";
 import { createProgress, type Progress } from "../util/progress.ts";
 import { loadScoreModel, type ScoreModel } from "./score_model.ts";
-import { decodeToImages } from "./decode.ts";
+import { decodeToImages } from "../flow/images.ts";
 import { type BatchSamplerOptions, sampleBatch, type SamplerName, SAMPLERS } from "./sampler.ts";
 import { perSampleMse } from "./path_stats.ts";
 import { indexRuns, type Shard, shardRange, writeRankManifest } from "../distributed/shard.ts";

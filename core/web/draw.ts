@@ -18,7 +18,7 @@ import type { TextTokenizer } from "../models/tokenizers/types.ts";
 import type { TextEncoder } from "../models/text_encoders.ts";
 import type { AutoencoderKL } from "../models/autoencoder_kl.ts";
 import { sampleBatch, type VelocityNet } from "../sample/sampler.ts";
-import { decodeToImages } from "../sample/decode.ts";
+import { decodeToImages } from "../flow/images.ts";
 import { batchNoise } from "../generate/noise.ts";
 import type { TimestepOrientation } from "../../configs/default.ts";
 

@@ -1,7 +1,7 @@
 /** Straightness and per-sample distance of sampled paths (host only, no GPU). */
 import assert from "node:assert/strict";
 import { PathStats, perSampleMse } from "../../core/sample/path_stats.ts";
-import { identityDecode, LATENT_SCALE } from "../../core/sample/decode.ts";
+import { identityDecode, LATENT_SCALE } from "../../core/flow/images.ts";
 import { seededNoise } from "../../core/sample/run_sample.ts";
 import { philoxNormal } from "../../core/tensor/philox.ts";
 import { wrapperPrefixes } from "../../core/sample/score_model.ts";

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { decode } from "fast-png";
 import { testGpu } from "../helpers/gpu.ts";
 import { runSample, type SampleSummary } from "../../core/sample/run_sample.ts";
-import { identityDecode } from "../../core/sample/decode.ts";
+import { identityDecode } from "../../core/flow/images.ts";
 import { UNet2DConditionModel } from "../../core/models/unet2d_condition.ts";
 import { loadTextEncoder } from "../../core/models/diffusers_folder.ts";
 import { loadTokenizer } from "../../core/models/tokenizers/load.ts";

@@ -1,5 +1,5 @@
 /**
- * Latents to images for the `sample` job: the VAE's `decodeLatents` (the original's
+ * Latents to images (sample, train grids, demo, web page): the VAE's `decodeLatents` (the original's
  * `decode_latents`: decode(z / 0.18215), then x / 2 + 0.5 clamped to [0, 1]), or, when the model
  * folder has no VAE, the original's identity codec (`DummyCodec`, whose decode returns its input)
  * run through the same formula: image = clamp(z / 0.18215 / 2 + 0.5, 0, 1) with every latent
