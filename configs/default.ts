@@ -6,9 +6,10 @@
  */
 
 import type { ConfigSchema } from "../core/config/overrides.ts";
+import { TIMESTEP_ORIENTATIONS, type TimestepOrientation } from "../core/flow/time.ts";
 
-/** Where a flow model's time t in [0, 1] is mapped onto the UNet's timestep input. */
-export type TimestepOrientation = "original" | "pretrained";
+/** Where a flow model's time t in [0, 1] is mapped onto the UNet's timestep input (flow/time.ts). */
+export type { TimestepOrientation };
 /** What the student is trained to predict. */
 export type Objective = "reflow" | "diffusion";
 /** Which WebGPU adapter runs the job. */
@@ -94,7 +95,7 @@ export const defaultSchema: ConfigSchema = {
     "seed",
   ],
   choices: {
-    "training.timestep_orientation": ["original", "pretrained"],
+    "training.timestep_orientation": TIMESTEP_ORIENTATIONS,
     "training.objective": ["reflow", "diffusion"],
     "device": ["auto", "gpu", "cpu"],
   },

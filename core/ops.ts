@@ -45,3 +45,4 @@ export { cast } from "./kernels/cast.ts";
 export { linear, matmul, matmulRaw } from "./kernels/matmul.ts";
 export { conv2d, conv2dRaw } from "./kernels/conv2d.ts";
 export { maxPool2x2 } from "./kernels/max_pool.ts";
+export { type AdamWStep, adamwUpdate, emaUpdate, globalGradNorm } from "./kernels/optim.ts";

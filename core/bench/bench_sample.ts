@@ -25,7 +25,7 @@ import { Gpu } from "../gpu/device.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { UNet2DConditionModel } from "../models/unet2d_condition.ts";
 import { philoxNormal } from "../tensor/philox.ts";
-import { type BatchSamplerOptions, sampleBatch } from "../sample/sampler.ts";
+import { type BatchSamplerOptions, sampleBatch } from "../flow/sample_batch.ts";
 
 /** Options of {@link benchSample}. */
 export interface BenchSampleOptions {

@@ -9,7 +9,6 @@ import { Tensor } from "../tensor/tensor.ts";
 import { tidy } from "../tensor/scope.ts";
 import { backward, noGrad } from "../tensor/autograd.ts";
 import { UNet2DConditionModel } from "../models/unet2d_condition.ts";
-import { addInPlace } from "../kernels/binary.ts";
 import { fill } from "../kernels/fill.ts";
 import { mse } from "../kernels/mse.ts";
 import { randomNormal } from "../kernels/random.ts";
@@ -86,7 +85,7 @@ export async function benchUNet(gpu: Gpu, o: UNetBenchOptions = {}): Promise<UNe
         const loss = mse(unet.forward(x, t, ctx), target, { reduction: "mean" });
         const g = Tensor.empty(gpu, loss.shape);
         fill(g, 1);
-        backward([loss], [g], addInPlace);
+        backward([loss], [g]);
       });
       for (const p of params) {
         p.grad?.dispose();

@@ -30,11 +30,11 @@ import { AutoencoderKL } from "../models/autoencoder_kl.ts";
 import { createTextEncoder, type TextEncoder } from "../models/text_encoders.ts";
 import type { TextTokenizer } from "../models/tokenizers/types.ts";
 import { saveModule } from "../models/load.ts";
-import { DiffusionTeacher, encodeCaptions } from "../generate/teacher.ts";
+import { DiffusionTeacher } from "../generate/teacher.ts";
+import { encodeCaptions } from "../flow/captions.ts";
 import { reflowLoss } from "../train/reflow_loss.ts";
 import { AdamW, zeroGrads } from "../train/adamw.ts";
 import { LossScaler, withHalfWeights } from "../train/mixed_precision.ts";
-import { addInPlace } from "../kernels/binary.ts";
 import { cast } from "../kernels/cast.ts";
 import { randomNormal } from "../kernels/random.ts";
 import { writeNpy } from "../data/npy.ts";
@@ -399,7 +399,7 @@ async function trainStep(
         lossOpts,
       );
       const seed = Tensor.from(gpu, [scaler.scale], [1]);
-      backward([l], [seed], addInPlace);
+      backward([l], [seed]);
       seed.dispose();
       l.dispose();
     });

@@ -9,6 +9,7 @@
 
 import { join } from "node:path";
 import { saveImage } from "../io/png.ts";
+import { toUnitRange } from "../flow/images.ts";
 import type { ImageTensor } from "../io/png.ts";
 import { writeFileAtomic } from "../data/atomic_write.ts";
 import type { CheckResult } from "./checker.ts";
@@ -52,7 +53,7 @@ export function upscale(pixels: Float32Array, size: number, factor: number): Ima
     for (let y = 0; y < S; y++) {
       for (let x = 0; x < S; x++) {
         const v = pixels[c * size * size + Math.floor(y / factor) * size + Math.floor(x / factor)];
-        data[c * S * S + y * S + x] = Math.min(1, Math.max(0, v / 2 + 0.5));
+        data[c * S * S + y * S + x] = toUnitRange(v);
       }
     }
   }
@@ -110,28 +111,22 @@ export function lossSvg(
 const fmtS = (s: number) => s >= 0.1 ? `${s.toFixed(2)} s` : `${(s * 1000).toFixed(1)} ms`;
 const pct = (a: number) => `${(100 * a).toFixed(0)}%`;
 
-/** Writes `images/`, `index.html` and `report.json` into `dir`; returns the JSON written. */
-export async function writeReport(
-  dir: string,
-  r: DemoReportInput,
-): Promise<Record<string, unknown>> {
-  const imgDir = join(dir, "images");
-  await Deno.mkdir(imgDir, { recursive: true });
-  // One row per distinct prompt: its first evaluation sample.
+/** The report's rows: the first evaluation sample of each distinct prompt. */
+function promptRows(captions: readonly string[]): number[] {
   const rows: number[] = [];
   const seen = new Set<string>();
-  r.captions.forEach((c, i) => {
+  captions.forEach((c, i) => {
     if (!seen.has(c)) {
       seen.add(c);
       rows.push(i);
     }
   });
-  r.columns.forEach((col, k) => {
-    col.images.forEach((im, i) =>
-      saveImage(join(imgDir, `c${k}_${i}.png`), upscale(im, r.size, 8))
-    );
-  });
-  const json = {
+  return rows;
+}
+
+/** report.json: the columns' numbers, the prompts, the loss curves, settings and timings. */
+function reportJson(r: DemoReportInput, rows: readonly number[]): Record<string, unknown> {
+  return {
     title: r.title,
     columns: r.columns.map((c) => ({
       name: c.name,
@@ -147,11 +142,10 @@ export async function writeReport(
     settings: r.settings,
     timings_seconds: r.timings,
   };
-  await writeFileAtomic(
-    join(dir, "report.json"),
-    new TextEncoder().encode(JSON.stringify(json, null, 2) + "\n"),
-  );
+}
 
+/** The picture grid's header cells and rows: each column's picture and checker verdict. */
+function pictureGrid(r: DemoReportInput, rows: readonly number[]): { head: string; body: string } {
   const head = r.columns.map((c) =>
     `<th>${esc(c.name)}<div>${c.steps} step${c.steps > 1 ? "s" : ""}</div><div class="sub">${
       esc(c.note)
@@ -170,14 +164,22 @@ export async function writeReport(
     }).join("");
     return `<tr><th class="prompt">${esc(r.captions[i])}</th>${cells}</tr>`;
   }).join("\n");
-  const table = r.columns.map((c) =>
+  return { head, body };
+}
+
+/** The numbers table's rows: steps, accuracy, time per image and straightness per column. */
+function numbersTable(columns: readonly DemoColumn[]): string {
+  return columns.map((c) =>
     `<tr><td>${esc(c.name)}</td><td>${c.steps}</td><td>${pct(c.accuracy)}</td><td>${
       fmtS(c.seconds_per_image)
     }</td><td>${c.straightness.toExponential(2)}</td></tr>`
   ).join("\n");
-  const teacher = r.columns[0];
-  // One line per student: its one-step score against the teacher's full solver.
-  const headline = r.columns.filter((c) => /student/i.test(c.name) && c.steps === 1).map((c) => {
+}
+
+/** One line per student: its one-step score against the teacher's full solver (column 0). */
+function headlines(columns: readonly DemoColumn[]): string {
+  const teacher = columns[0];
+  return columns.filter((c) => /student/i.test(c.name) && c.steps === 1).map((c) => {
     const ratio = teacher.accuracy > 0 ? c.accuracy / teacher.accuracy : NaN;
     const speed = teacher.seconds_per_image / Math.max(1e-9, c.seconds_per_image);
     return `<p class="headline">One Euler step of the ${esc(c.name)} scores <b>${
@@ -186,10 +188,17 @@ export async function writeReport(
       Number.isFinite(ratio) ? pct(ratio) : "n/a"
     } of it), ${speed.toFixed(0)}x faster per image.</p>`;
   }).join("\n");
+}
+
+/** index.html: headline, picture grid, numbers, loss chart and the run's settings. */
+function reportHtml(r: DemoReportInput, rows: readonly number[]): string {
+  const { head, body } = pictureGrid(r, rows);
+  const table = numbersTable(r.columns);
+  const headline = headlines(r.columns);
   const timing = Object.entries(r.timings).map(([k, v]) => `${esc(k)} ${v.toFixed(0)} s`).join(
     " · ",
   );
-  const html = `<!doctype html>
+  return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>${esc(r.title)}</title>
 <style>
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;max-width:1200px}
@@ -233,6 +242,27 @@ ${
 <pre class="note">${esc(JSON.stringify(r.settings, null, 2))}</pre>
 </body></html>
 `;
+}
+
+/** Writes `images/`, `index.html` and `report.json` into `dir`; returns the JSON written. */
+export async function writeReport(
+  dir: string,
+  r: DemoReportInput,
+): Promise<Record<string, unknown>> {
+  const imgDir = join(dir, "images");
+  await Deno.mkdir(imgDir, { recursive: true });
+  const rows = promptRows(r.captions);
+  r.columns.forEach((col, k) => {
+    col.images.forEach((im, i) =>
+      saveImage(join(imgDir, `c${k}_${i}.png`), upscale(im, r.size, 8))
+    );
+  });
+  const json = reportJson(r, rows);
+  await writeFileAtomic(
+    join(dir, "report.json"),
+    new TextEncoder().encode(JSON.stringify(json, null, 2) + "\n"),
+  );
+  const html = reportHtml(r, rows);
   await writeFileAtomic(join(dir, "index.html"), new TextEncoder().encode(html));
   return json;
 }

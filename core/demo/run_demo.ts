@@ -20,19 +20,11 @@
  * @module
  */
 
-import { join, relative, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { Gpu } from "../gpu/device.ts";
-import { loadDiffusersPipeline } from "../models/diffusers_folder.ts";
-import { loadScoreModel } from "../sample/score_model.ts";
-import { sampleBatch } from "../sample/sampler.ts";
-import { openPairDataset } from "../data/dataset.ts";
-import { noGrad } from "../tensor/autograd.ts";
-import type { Tensor } from "../tensor/tensor.ts";
-import { checkAll } from "./checker.ts";
 import { allCaptions, CHANNELS, IMAGE_SIZE } from "./shapes.ts";
-import { teacherPaths } from "./teacher_paths.ts";
 import { type DemoColumn, writeReport } from "./report.ts";
+import { evaluateColumns } from "./evaluate.ts";
 
 /** The report's prompts (one row each). */
 export const DEMO_PROMPTS: readonly string[] = [
@@ -129,10 +121,6 @@ async function job(name: string, args: string[]): Promise<void> {
 
 const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
 
-function mean(xs: number[]): number {
-  return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN;
-}
-
 /** (step, value) pairs of `<what> <value>` lines in a train job's exp.log. */
 export function parseLossLog(text: string, what: string): [number, number][] {
   const re = new RegExp(`step (\\d+) \\| ${what} ([-+0-9.eE]+|NaN|Infinity)`);
@@ -144,15 +132,59 @@ export function parseLossLog(text: string, what: string): [number, number][] {
   return out;
 }
 
-/** Runs the demo; returns the report.json contents. */
-export async function runDemo(o: DemoOptions): Promise<Record<string, unknown>> {
-  const log = o.log ?? ((l: string) => console.error(l));
+/** The folders and files of a demo run. */
+interface DemoPaths {
+  out: string;
+  teacher: string;
+  trainRoot: string;
+  evalRoot: string;
+  captionsFile: string;
+  promptsFile: string;
+  /** The train job's workdir. */
+  workdir: string;
+  /** The trained student's EMA weights. */
+  studentWeights: string;
+  /** Evaluation pairs: prompts x samples per prompt. */
+  nEval: number;
+}
+
+/**
+ * Checks the teacher and the settings, creates the output folder and writes the caption and
+ * prompt lists the generate stage reads.
+ */
+async function prepareDemo(o: DemoOptions): Promise<DemoPaths> {
   const out = resolve(o.out);
   const teacher = resolve(o.teacher);
   if (!(await exists(join(teacher, "unet", "diffusion_pytorch_model.safetensors")))) {
     throw new Error(`demo: no teacher at ${teacher} (make one with \`deno task teacher\`)`);
   }
   await Deno.mkdir(out, { recursive: true });
+  const workdir = join(out, "train");
+  const p: DemoPaths = {
+    out,
+    teacher,
+    trainRoot: join(out, "data", "train"),
+    evalRoot: join(out, "data", "eval"),
+    captionsFile: join(out, "captions.txt"),
+    promptsFile: join(out, "prompts.txt"),
+    workdir,
+    studentWeights: join(workdir, "checkpoints", `score_model_s${o.trainSteps}.safetensors`),
+    nEval: o.prompts.length * o.samplesPerPrompt,
+  };
+  await Deno.writeTextFile(p.captionsFile, allCaptions().join("\n") + "\n");
+  await Deno.writeTextFile(p.promptsFile, o.prompts.join("\n") + "\n");
+  // The train job's eval loss takes whole batches from the evaluation pairs.
+  if (p.nEval < o.batchSize) {
+    throw new Error(
+      `demo: ${p.nEval} evaluation pairs (${o.prompts.length} prompts x ${o.samplesPerPrompt}) ` +
+        `are fewer than one training batch of ${o.batchSize}; use a smaller --batch_size`,
+    );
+  }
+  return p;
+}
+
+/** Runs numbered stages with banners, recording each one's wall time (seconds) by name. */
+function stageRunner(log: (l: string) => void) {
   const timings: Record<string, number> = {};
   const stage = async (k: number, name: string, f: () => Promise<void>) => {
     log(`\n[demo ${k}/6] ${name}`);
@@ -161,24 +193,13 @@ export async function runDemo(o: DemoOptions): Promise<Record<string, unknown>> 
     timings[name] = (performance.now() - t0) / 1000;
     log(`[demo ${k}/6] ${name}: ${timings[name].toFixed(1)} s`);
   };
-  const size = `--config.data.image_size=${IMAGE_SIZE}`;
-  const chans = `--config.data.num_channels=${CHANNELS}`;
-  const trainRoot = join(out, "data", "train");
-  const evalRoot = join(out, "data", "eval");
-  const captionsFile = join(out, "captions.txt");
-  const promptsFile = join(out, "prompts.txt");
-  await Deno.writeTextFile(captionsFile, allCaptions().join("\n") + "\n");
-  await Deno.writeTextFile(promptsFile, o.prompts.join("\n") + "\n");
-  const nEval = o.prompts.length * o.samplesPerPrompt;
-  // The train job's eval loss takes whole batches from the evaluation pairs.
-  if (nEval < o.batchSize) {
-    throw new Error(
-      `demo: ${nEval} evaluation pairs (${o.prompts.length} prompts x ${o.samplesPerPrompt}) are ` +
-        `fewer than one training batch of ${o.batchSize}; use a smaller --batch_size`,
-    );
-  }
+  return { stage, timings };
+}
+
+/** Stage 1: the teacher's training pairs and the evaluation pairs (fixed noise per row). */
+async function generateStage(o: DemoOptions, p: DemoPaths): Promise<void> {
   const generateArgs = (file: string, root: string, total: number, seed: number) => [
-    `--config.model_dir=${teacher}`,
+    `--config.model_dir=${p.teacher}`,
     `--config.captions_file=${file}`,
     `--config.save_dir=${root}`,
     `--config.total_nums=${total}`,
@@ -189,104 +210,110 @@ export async function runDemo(o: DemoOptions): Promise<Record<string, unknown>> 
     `--config.dtype=fp32`,
     `--config.overwrite=${!o.resume}`,
   ];
-  await stage(1, "generate", async () => {
-    await job("generate", generateArgs(captionsFile, trainRoot, o.pairs, o.seed));
-    await job("generate", generateArgs(promptsFile, evalRoot, nEval, o.seed + 1));
-  });
-  await stage(2, "data2lmdb", async () => {
-    for (const root of [trainRoot, evalRoot]) {
-      await job("data2lmdb", ["--dpath", join(root, "content", "images"), "--overwrite"]);
-    }
-  });
-  const workdir = join(out, "train");
-  await stage(3, "train", async () => {
-    await Deno.remove(workdir, { recursive: true }).catch(() => {});
-    await job("train", [
-      "--workdir",
-      workdir,
-      "--comment",
-      "deno task demo: reflow from the tiny teacher",
-      `--config.diffusers.ckpt_path=${teacher}`,
-      `--config.diffusers.load_score_model=${o.studentInit === "teacher"}`,
-      "--config.diffusers.gradient_checkpointing=false",
-      "--config.training.objective=reflow",
-      `--config.training.timestep_orientation=${
-        o.studentInit === "teacher" ? "pretrained" : "original"
-      }`,
-      "--config.training.randz0=fix",
-      `--config.training.num_steps=${o.trainSteps}`,
-      `--config.training.batch_size=${o.batchSize}`,
-      `--config.training.log_freq=${Math.max(1, Math.floor(o.trainSteps / 40))}`,
-      `--config.training.eval_freq=${Math.max(1, Math.floor(o.trainSteps / 10))}`,
-      `--config.training.snapshot_freq=${o.trainSteps}`,
-      `--config.training.sampling_freq=${o.trainSteps}`,
-      "--config.sampling.sample_N=1",
-      `--config.data.train_root=${trainRoot}`,
-      `--config.data.eval_root=${evalRoot}`,
-      size,
-      chans,
-      `--config.optim.lr=${o.lr}`,
-      `--config.optim.warmup=${Math.max(1, Math.floor(o.trainSteps / 10))}`,
-      "--config.optim.lr_scheduler=constant_with_warmup",
-      `--config.seed=${o.seed}`,
+  await job("generate", generateArgs(p.captionsFile, p.trainRoot, o.pairs, o.seed));
+  await job("generate", generateArgs(p.promptsFile, p.evalRoot, p.nEval, o.seed + 1));
+}
+
+/** Stage 2: both pair folders packed into LMDB. */
+async function data2lmdbStage(p: DemoPaths): Promise<void> {
+  for (const root of [p.trainRoot, p.evalRoot]) {
+    await job("data2lmdb", ["--dpath", join(root, "content", "images"), "--overwrite"]);
+  }
+}
+
+/** Stage 3: reflow from the teacher's weights, in a fresh workdir. */
+async function trainStage(o: DemoOptions, p: DemoPaths): Promise<void> {
+  await Deno.remove(p.workdir, { recursive: true }).catch(() => {});
+  await job("train", [
+    "--workdir",
+    p.workdir,
+    "--comment",
+    "deno task demo: reflow from the tiny teacher",
+    `--config.diffusers.ckpt_path=${p.teacher}`,
+    `--config.diffusers.load_score_model=${o.studentInit === "teacher"}`,
+    "--config.diffusers.gradient_checkpointing=false",
+    "--config.training.objective=reflow",
+    `--config.training.timestep_orientation=${
+      o.studentInit === "teacher" ? "pretrained" : "original"
+    }`,
+    "--config.training.randz0=fix",
+    `--config.training.num_steps=${o.trainSteps}`,
+    `--config.training.batch_size=${o.batchSize}`,
+    `--config.training.log_freq=${Math.max(1, Math.floor(o.trainSteps / 40))}`,
+    `--config.training.eval_freq=${Math.max(1, Math.floor(o.trainSteps / 10))}`,
+    `--config.training.snapshot_freq=${o.trainSteps}`,
+    `--config.training.sampling_freq=${o.trainSteps}`,
+    "--config.sampling.sample_N=1",
+    `--config.data.train_root=${p.trainRoot}`,
+    `--config.data.eval_root=${p.evalRoot}`,
+    `--config.data.image_size=${IMAGE_SIZE}`,
+    `--config.data.num_channels=${CHANNELS}`,
+    `--config.optim.lr=${o.lr}`,
+    `--config.optim.warmup=${Math.max(1, Math.floor(o.trainSteps / 10))}`,
+    "--config.optim.lr_scheduler=constant_with_warmup",
+    `--config.seed=${o.seed}`,
+  ]);
+}
+
+/** Stage 4: the student's one- and four-step Euler samples from the evaluation pairs' noise. */
+async function sampleStage(p: DemoPaths): Promise<void> {
+  for (const n of [1, 4]) {
+    await job("sample", [
+      "--eval_folder",
+      join(p.out, `sample_euler${n}`),
+      `--config.diffusers.ckpt_path=${p.teacher}`,
+      `--config.sampling.ckpt_path=${p.studentWeights}`,
+      `--config.sampling.sample_N=${n}`,
+      `--config.sampling.num_samples=${p.nEval}`,
+      `--config.sampling.batch_size=${p.nEval}`,
+      "--config.sampling.randz0=fix",
+      "--config.training.timestep_orientation=pretrained",
+      `--config.data.eval_root=${p.evalRoot}`,
+      `--config.data.image_size=${IMAGE_SIZE}`,
+      `--config.data.num_channels=${CHANNELS}`,
     ]);
-  });
-  const studentWeights = join(workdir, "checkpoints", `score_model_s${o.trainSteps}.safetensors`);
-  if (o.saveStudent) await saveStudentFolder(teacher, studentWeights, resolve(o.saveStudent), log);
-  await stage(4, "sample", async () => {
-    for (const n of [1, 4]) {
-      await job("sample", [
-        "--eval_folder",
-        join(out, `sample_euler${n}`),
-        `--config.diffusers.ckpt_path=${teacher}`,
-        `--config.sampling.ckpt_path=${studentWeights}`,
-        `--config.sampling.sample_N=${n}`,
-        `--config.sampling.num_samples=${nEval}`,
-        `--config.sampling.batch_size=${nEval}`,
-        "--config.sampling.randz0=fix",
-        "--config.training.timestep_orientation=pretrained",
-        `--config.data.eval_root=${evalRoot}`,
-        size,
-        chans,
-      ]);
-    }
-  });
+  }
+}
 
-  let columns: DemoColumn[] = [];
-  let captions: string[] = [];
-  await stage(5, "evaluate", async () => {
-    const r = await evaluateColumns(o, teacher, evalRoot, studentWeights, log);
-    columns = r.columns;
-    captions = r.captions;
+/** Stage 6: `<out>/index.html` and `<out>/report.json`; returns the report.json contents. */
+async function reportStage(
+  o: DemoOptions,
+  p: DemoPaths,
+  evaluated: { columns: DemoColumn[]; captions: string[] },
+  timings: Record<string, number>,
+): Promise<Record<string, unknown>> {
+  const { columns, captions } = evaluated;
+  const exp = await Deno.readTextFile(join(p.workdir, "exp.log")).catch(() => "");
+  return await writeReport(p.out, {
+    title: "reflow demo: tiny teacher vs. reflowed student",
+    captions,
+    columns,
+    loss: parseLossLog(exp, "training_loss"),
+    evalLoss: parseLossLog(exp, "eval_loss"),
+    settings: {
+      teacher: p.teacher,
+      shipped_student: columns.some((c) => c.name.startsWith("shipped")) ? o.shippedStudent : null,
+      training_pairs: o.pairs,
+      train_steps: o.trainSteps,
+      batch_size: o.batchSize,
+      lr: o.lr,
+      infer_steps: o.inferSteps,
+      guidance_scale: o.guidanceScale,
+      eval_samples: p.nEval,
+      seed: o.seed,
+    },
+    timings,
+    size: IMAGE_SIZE,
   });
+}
 
-  let report: Record<string, unknown> = {};
-  await stage(6, "report", async () => {
-    const exp = await Deno.readTextFile(join(workdir, "exp.log")).catch(() => "");
-    report = await writeReport(out, {
-      title: "reflow demo: tiny teacher vs. reflowed student",
-      captions,
-      columns,
-      loss: parseLossLog(exp, "training_loss"),
-      evalLoss: parseLossLog(exp, "eval_loss"),
-      settings: {
-        teacher,
-        shipped_student: columns.some((c) => c.name.startsWith("shipped"))
-          ? o.shippedStudent
-          : null,
-        training_pairs: o.pairs,
-        train_steps: o.trainSteps,
-        batch_size: o.batchSize,
-        lr: o.lr,
-        infer_steps: o.inferSteps,
-        guidance_scale: o.guidanceScale,
-        eval_samples: nEval,
-        seed: o.seed,
-      },
-      timings,
-      size: IMAGE_SIZE,
-    });
-  });
+/** The closing lines: total time, where the report is, one line per column. */
+function logSummary(
+  report: Record<string, unknown>,
+  timings: Record<string, number>,
+  out: string,
+  log: (l: string) => void,
+): void {
   const total = Object.values(timings).reduce((a, b) => a + b, 0);
   log(`\ndemo: done in ${total.toFixed(0)} s; report ${join(out, "index.html")}`);
   for (const c of report.columns as Record<string, number | string>[]) {
@@ -298,6 +325,29 @@ export async function runDemo(o: DemoOptions): Promise<Record<string, unknown>> 
       }`,
     );
   }
+}
+
+/** Runs the demo; returns the report.json contents. */
+export async function runDemo(o: DemoOptions): Promise<Record<string, unknown>> {
+  const log = o.log ?? ((l: string) => console.error(l));
+  const p = await prepareDemo(o);
+  const { stage, timings } = stageRunner(log);
+  await stage(1, "generate", () => generateStage(o, p));
+  await stage(2, "data2lmdb", () => data2lmdbStage(p));
+  await stage(3, "train", () => trainStage(o, p));
+  if (o.saveStudent) {
+    await saveStudentFolder(p.teacher, p.studentWeights, resolve(o.saveStudent), log);
+  }
+  await stage(4, "sample", () => sampleStage(p));
+  let evaluated: { columns: DemoColumn[]; captions: string[] } = { columns: [], captions: [] };
+  await stage(5, "evaluate", async () => {
+    evaluated = await evaluateColumns(o, p.teacher, p.evalRoot, p.studentWeights, log);
+  });
+  let report: Record<string, unknown> = {};
+  await stage(6, "report", async () => {
+    report = await reportStage(o, p, evaluated, timings);
+  });
+  logSummary(report, timings, p.out, log);
   return report;
 }
 
@@ -317,130 +367,4 @@ async function saveStudentFolder(
   await put(join(teacher, "unet", "config.json"), "config.json");
   await put(weights, "diffusion_pytorch_model.safetensors");
   log(`demo: student saved to ${dir}`);
-}
-
-/** Stage 5: every column on the evaluation pairs' noise, timed alike, scored by the checker. */
-async function evaluateColumns(
-  o: DemoOptions,
-  teacherDir: string,
-  evalRoot: string,
-  studentWeights: string,
-  log: (l: string) => void,
-): Promise<{ columns: DemoColumn[]; captions: string[] }> {
-  const gpu = await Gpu.open();
-  const data = await openPairDataset(evalRoot);
-  try {
-    const batch = await data.getBatch(Array.from({ length: data.length }, (_, i) => i));
-    const { captions, z0, z1 } = batch;
-    const shape = batch.shape;
-    const pipe = await loadDiffusersPipeline(gpu, teacherDir, { vae: false });
-    pipe.unet.requiresGrad(false);
-    const columns: DemoColumn[] = [];
-    const split = (x: Float32Array) => {
-      const n = shape[0] * shape[1] * shape[2];
-      return Array.from({ length: captions.length }, (_, b) => x.slice(b * n, (b + 1) * n));
-    };
-    const column = (
-      name: string,
-      steps: number,
-      note: string,
-      x: Float32Array,
-      seconds: number,
-      straightness: number,
-    ): DemoColumn => {
-      const images = split(x);
-      const { results, summary } = checkAll(images, captions, IMAGE_SIZE);
-      log(
-        `  ${name} (${steps} steps): accuracy ${(100 * summary.accuracy).toFixed(0)}%, ` +
-          `${(seconds / captions.length * 1000).toFixed(1)} ms/image`,
-      );
-      return {
-        name,
-        steps,
-        note,
-        accuracy: summary.accuracy,
-        seconds_per_image: seconds / captions.length,
-        straightness,
-        images,
-        checks: results,
-      };
-    };
-    try {
-      const teacherOpts = {
-        gpu,
-        tokenizer: pipe.tokenizer,
-        textEncoder: pipe.textEncoder,
-        unet: pipe.unet,
-        schedulerConfig: pipe.schedulerConfig,
-        guidanceScale: o.guidanceScale,
-      };
-      const full = await teacherPaths({ ...teacherOpts, steps: o.inferSteps }, captions, z0, shape);
-      let dev = 0;
-      for (let i = 0; i < z1.length; i++) dev = Math.max(dev, Math.abs(full.x[i] - z1[i]));
-      log(`  teacher here vs. generate's stored z1: max difference ${dev.toExponential(2)}`);
-      const teacherS = mean(full.straightness);
-      columns.push(
-        column(
-          "teacher",
-          o.inferSteps,
-          `DPM-Solver++, guidance ${o.guidanceScale}`,
-          full.x,
-          full.seconds,
-          teacherS,
-        ),
-      );
-      const one = await teacherPaths({ ...teacherOpts, steps: 1 }, captions, z0, shape);
-      columns.push(column("teacher", 1, "the same solver, one step", one.x, one.seconds, teacherS));
-
-      const students: [string, string, string][] = [["student (this run)", studentWeights, ""]];
-      if (o.shippedStudent && await exists(o.shippedStudent)) {
-        const where = relative(Deno.cwd(), o.shippedStudent) || o.shippedStudent;
-        students.push(["shipped student (longer run)", o.shippedStudent, `; ${where}`]);
-      }
-      for (const [name, weights, where] of students) {
-        const score = await loadScoreModel(gpu, {
-          modelDir: teacherDir,
-          ckptPath: weights,
-          loadPretrained: false,
-          allowMissingKeys: false,
-          seed: o.seed,
-          orientation: "pretrained",
-        });
-        score.unet.requiresGrad(false);
-        const tok = pipe.tokenizer.encode(captions);
-        const context: Tensor = noGrad(() =>
-          pipe.textEncoder.encode(tok.ids, tok.mask, captions.length, tok.length)
-        );
-        try {
-          const run = (n: number) =>
-            sampleBatch(gpu, score.unet, context, z0, shape, {
-              sampler: "euler",
-              sampleN: n,
-              odeTol: 1e-5,
-              sigmaVar: 0,
-              noiseScale: 1,
-              orientation: score.orientation,
-              returnTrajectory: false,
-            });
-          const path = await run(25);
-          const s = mean(path.straightness);
-          for (const n of [1, 4]) {
-            const r = await run(n);
-            const how = `Euler, ${n} step${n > 1 ? "s" : ""}${where}`;
-            columns.push(column(name, n, how, r.x, r.seconds, s));
-          }
-        } finally {
-          context.dispose();
-          score.unet.dispose();
-        }
-      }
-    } finally {
-      pipe.unet.dispose();
-      pipe.textEncoder.dispose();
-    }
-    return { columns, captions };
-  } finally {
-    await data.close();
-    gpu.destroy();
-  }
 }

@@ -21,7 +21,8 @@ import { noGrad } from "../tensor/autograd.ts";
 import * as ops from "../ops.ts";
 import { DPMSolverMultistepScheduler } from "../schedulers/dpm_solver_multistep.ts";
 import { sigmaToAlphaSigmaT } from "../schedulers/noise_schedule.ts";
-import { encodeCaptions, type NoiseModel, type PromptEncoder } from "../generate/teacher.ts";
+import type { NoiseModel } from "../generate/teacher.ts";
+import { encodeCaptions, type PromptEncoder } from "../flow/captions.ts";
 import type { TextTokenizer } from "../models/tokenizers/types.ts";
 
 /** What {@link teacherPaths} needs. */

@@ -24,8 +24,7 @@
  * ```ts
  * import assert from "node:assert/strict";
  * import { Gpu } from "../gpu/device.ts";
- * import { addInPlace, mul } from "../kernels/binary.ts";
- * import { sum } from "../kernels/reduce.ts";
+ * import { mul, sum } from "../ops.ts";
  * import { backward } from "../tensor/autograd.ts";
  * import { Tensor } from "../tensor/tensor.ts";
  * import { connectWorker, listenHub } from "./allreduce.ts";
@@ -41,7 +40,7 @@
  *   w.requiresGrad = true;
  *   const buckets = new GradientBuckets(gpu, [w], exchange, { overlap: true });
  *   const loss = sum(mul(w, Tensor.from(gpu, data[rank], [3])), [0], true);
- *   buckets.backward(() => backward([loss], [one], addInPlace));
+ *   buckets.backward(() => backward([loss], [one]));
  *   return { w, done: buckets.finish([loss], []) }; // averages .grad over the ranks, and the loss
  * });
  * const [[meanLoss]] = await Promise.all(steps.map((s) => s.done));
@@ -57,7 +56,7 @@ import type { Gpu } from "../gpu/device.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { keep } from "../tensor/scope.ts";
 import { withGradFinalHook } from "../tensor/autograd.ts";
-import { fill } from "../kernels/fill.ts";
+import { fill } from "../ops.ts";
 import { f16BitsToF32 } from "../io/half.ts";
 import type { GradientExchange, Transport } from "./allreduce.ts";
 

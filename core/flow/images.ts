@@ -19,6 +19,15 @@ import type { ImageTensor } from "../io/png.ts";
 /** The scaling factor the original's `decode_latents` divides by. */
 export const LATENT_SCALE = 0.18215;
 
+/**
+ * A value in [-1, 1] (pixel-space model output, or a decoded image) as an image value in [0, 1]:
+ * x / 2 + 0.5, clamped; the one rule behind every picture the tools write.
+ */
+export function toUnitRange(x: number): number {
+  const v = Math.fround(x / 2 + 0.5);
+  return v < 0 ? 0 : v > 1 ? 1 : v;
+}
+
 /** The identity codec's images (see the module note). */
 export function identityDecode(
   z: Float32Array,
@@ -34,8 +43,7 @@ export function identityDecode(
     const data = new Float32Array(ch * plane);
     const base = b * C * plane;
     for (let j = 0; j < ch * plane; j++) {
-      const v = Math.fround(Math.fround(z[base + j] / LATENT_SCALE) / 2 + 0.5);
-      data[j] = v < 0 ? 0 : v > 1 ? 1 : v;
+      data[j] = toUnitRange(Math.fround(z[base + j] / LATENT_SCALE));
     }
     out.push({ data, channels: ch, height: H, width: W });
   }

@@ -17,27 +17,10 @@ import { keep, tidy } from "../tensor/scope.ts";
 import { noGrad } from "../tensor/autograd.ts";
 import * as ops from "../ops.ts";
 import type { TextTokenizer } from "../models/tokenizers/types.ts";
-import {
-  eulerSample,
-  FLOW_EPS,
-  type FlowSampleResult,
-  rk45Sample,
-} from "../schedulers/flow_samplers.ts";
-import {
-  encodeCaptions,
-  latentShapeOf,
-  type NoiseModel,
-  type PromptEncoder,
-  type Teacher,
-} from "./teacher.ts";
-
-/** How flow time t in [0, 1] maps onto the UNet's timestep input. */
-export type TimestepOrientation = "original" | "pretrained";
-
-/** The UNet timestep of flow time t: floor(999 t) ("original"), or 999 (1 - t) ("pretrained"). */
-export function flowTimestep(t: number, orientation: TimestepOrientation): number {
-  return orientation === "pretrained" ? 999 * (1 - t) : Math.floor(999 * t);
-}
+import { eulerSample, type FlowSampleResult, rk45Sample } from "../schedulers/flow_samplers.ts";
+import { FLOW_EPS, type TimestepOrientation, unetTimestep } from "../flow/time.ts";
+import { latentShapeOf, type NoiseModel, type Teacher } from "./teacher.ts";
+import { encodeCaptions, type PromptEncoder } from "../flow/captions.ts";
 
 /** Settings of {@link FlowTeacher}. */
 export interface FlowTeacherOptions {
@@ -160,7 +143,7 @@ export class FlowTeacher implements Teacher {
       const m = reqs.length;
       const x = new Float32Array(m * n);
       reqs.forEach((r, i) => x.set(r.x, i * n));
-      const ts = Float32Array.from(reqs, (r) => flowTimestep(r.t, this.orientation));
+      const ts = Float32Array.from(reqs, (r) => unetTimestep(r.t, this.orientation));
       const out = noGrad(() =>
         tidy(() => {
           const c = m === B ? ctx : ops.concat(reqs.map((r) => rowsCtx[r.row]), 0);

@@ -44,7 +44,6 @@
  */
 
 import { basename, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import { existsSync } from "node:fs";
 import type { GenerateConfig } from "../../configs/generate.ts";
 import {
@@ -56,7 +55,7 @@ import {
 } from "../data/captions.ts";
 import { writeFileAtomic } from "../data/atomic_write.ts";
 import { pairNpyPath, pairPaths } from "../data/pair_store.ts";
-import { createProgress, type Progress, type ProgressOptions } from "../util/progress.ts";
+import type { ProgressOptions } from "../util/progress.ts";
 import {
   describeTeacher,
   inspectTeacher,
@@ -66,9 +65,10 @@ import {
 import { hasDPMSolverOverrides } from "../schedulers/dpm_solver_config.ts";
 import { runSeed } from "./noise.ts";
 import { isCompletePair, pairFileLayout } from "./pair_files.ts";
-import { MESSAGE_PREFIX, type WorkerJob, type WorkerMessage } from "./worker_protocol.ts";
-import { planWorkerBindings } from "../gpu/adapter_binding.ts"; // issue 12: one worker per adapter
-import { indexRuns, type Shard, shardRange, writeRankManifest } from "../distributed/shard.ts"; // issue 14
+import type { WorkerJob } from "./worker_protocol.ts";
+import { awaitWorkers, runWorker, startWorker, WORKER_PATH, WorkerTally } from "./worker_pool.ts";
+import { planWorkerBindings } from "../gpu/adapter_binding.ts";
+import { indexRuns, type Shard, shardRange, writeRankManifest } from "../distributed/shard.ts";
 
 /** Settings that do not change the data: a resumed run may change them freely. */
 const FREE_SETTINGS = ["devices", "bs", "overwrite"] as const;
@@ -283,60 +283,28 @@ function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-const WORKER_PATH = fileURLToPath(new URL("./generate_worker.ts", import.meta.url));
-const DENO_JSON = fileURLToPath(new URL("../../deno.json", import.meta.url));
-
-interface RunningWorker {
-  index: number;
-  group: [number, number];
-  child: Deno.ChildProcess;
-  stdin: WritableStreamDefaultWriter<Uint8Array>;
-  stderr: Promise<string>;
-  error: string | null;
+/** What a run works on, settled before anything is written. */
+interface RunPlan {
+  root: string;
+  paths: ReturnType<typeof pairPaths>;
+  /** The run seed (config seed + part). */
+  seed: number;
+  info: TeacherInfo;
+  source: { path: string; dataset: string };
+  captions: string[];
+  index: Record<string, unknown>;
+  shard: Shard;
+  /** This rank's pairs [start, end). */
+  range: [number, number];
 }
 
-async function collectText(stream: ReadableStream<Uint8Array>, max = 64 * 1024): Promise<string> {
-  const decoder = new TextDecoder();
-  let text = "";
-  for await (const chunk of stream) {
-    text += decoder.decode(chunk, { stream: true });
-    if (text.length > 2 * max) text = text.slice(-max);
-  }
-  return text.slice(-max);
-}
-
-async function readMessages(
-  stream: ReadableStream<Uint8Array>,
-  onMessage: (m: WorkerMessage) => void,
-): Promise<void> {
-  const decoder = new TextDecoder();
-  let buf = "";
-  for await (const chunk of stream) {
-    buf += decoder.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = buf.indexOf("\n")) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      if (line.startsWith(MESSAGE_PREFIX)) {
-        onMessage(JSON.parse(line.slice(MESSAGE_PREFIX.length)) as WorkerMessage);
-      }
-    }
-  }
-}
-
-/** Runs the generate job: see the module documentation. */
-export async function runGenerate(
-  config: GenerateConfig,
-  options: GenerateOptions = {},
-): Promise<GenerateResult> {
-  const log = options.log ?? ((line: string) => console.log(line));
-  checkConfig(config);
-  const t0 = performance.now();
+/**
+ * Step 1: the run's folder, model, caption list and index record. The model comes first (cheap:
+ * configs only), then the captions: both fail before anything is written.
+ */
+async function planRun(config: GenerateConfig, shard: Shard): Promise<RunPlan> {
   const root = outputRoot(config.save_dir, config.part);
-  const paths = pairPaths(root);
   const seed = runSeed(config.seed, config.part);
-
-  // Model first (cheap: configs only), then captions: both fail before anything is written.
   const info = await inspectTeacher(config.model_dir);
   teacherSchedulerConfig(config.model_dir, info, config.dpm_solver); // config.dpm_solver errors
   const source = captionSource(config);
@@ -345,16 +313,32 @@ export async function runGenerate(
     : await loadCocoCaptions(source.path);
   if (all.length === 0) throw new Error(`${source.path}: no captions found`);
   const captions = buildCaptionList(all, config.total_nums, seed);
-  const index = indexRecord(config, info, source);
-  const shard = options.shard ?? { rank: 0, worldSize: 1 };
-  const range = shardRange(captions.length, shard);
+  return {
+    root,
+    paths: pairPaths(root),
+    seed,
+    info,
+    source,
+    captions,
+    index: indexRecord(config, info, source),
+    shard,
+    range: shardRange(captions.length, shard),
+  };
+}
 
+/**
+ * Step 2: whether the folder's data is redone (overwrite, or another record with overwrite set);
+ * refuses a folder whose index.json or caption list belongs to other settings. Creates the images
+ * folder.
+ */
+async function checkResume(config: GenerateConfig, plan: RunPlan): Promise<boolean> {
+  const { paths } = plan;
   const old = await readIndex(paths.index);
   let overwrite = config.overwrite;
-  if (old && fingerprint(old) !== fingerprint(index)) {
+  if (old && fingerprint(old) !== fingerprint(plan.index)) {
     if (!config.overwrite) {
       throw new Error(
-        `${paths.index} records other settings (${differingKeys(old, index).join(", ")}); ` +
+        `${paths.index} records other settings (${differingKeys(old, plan.index).join(", ")}); ` +
           `use another save_dir, or set overwrite to replace its data`,
       );
     }
@@ -370,190 +354,172 @@ export async function runGenerate(
   }
   if (!overwrite && existsSync(paths.captions)) {
     const existing = await readCaptions(paths.captions);
-    if (!sameList(existing, captions)) {
+    if (!sameList(existing, plan.captions)) {
       throw new Error(
-        `${paths.captions} differs from the caption list built from ${source.path} ` +
+        `${paths.captions} differs from the caption list built from ${plan.source.path} ` +
           `(did the caption source change?); set overwrite to replace this folder's data`,
       );
     }
   }
-  await cleanImages(paths.images, overwrite, range);
+  return overwrite;
+}
+
+/** Step 3: drops the files to redo, then writes index.json and captions.txt. */
+async function writeRunFiles(plan: RunPlan, overwrite: boolean): Promise<void> {
+  const { paths, shard } = plan;
+  await cleanImages(paths.images, overwrite, plan.range);
   // Ranks of a split run write the same files: each through a name of its own, then renamed.
   const mine = (path: string) => (shard.worldSize > 1 ? `${path}.rank${shard.rank}` : path);
   await writeFileAtomic(
     mine(paths.index),
-    new TextEncoder().encode(JSON.stringify(index, null, 2)),
+    new TextEncoder().encode(JSON.stringify(plan.index, null, 2)),
   );
-  await writeCaptions(mine(paths.captions), captions);
+  await writeCaptions(mine(paths.captions), plan.captions);
   if (shard.worldSize > 1) {
     await Deno.rename(mine(paths.index), paths.index);
     await Deno.rename(mine(paths.captions), paths.captions);
   }
+}
 
-  const devices = options.devices ?? config.devices;
-  const groups = divideToGroups(range[1] - range[0], devices.length)
+/** Step 4: this rank's pairs cut into one contiguous group per worker. */
+function workerGroups(range: [number, number], workers: number): [number, number][] {
+  return divideToGroups(range[1] - range[0], workers)
     .map(([a, b]): [number, number] => [a + range[0], b + range[0]]);
-  log(
-    `generate: ${captions.length} pairs of [2, ${info.latentShape.join(", ")}] into ${root} ` +
-      `with ${groups.length} worker(s), ${info.kind} teacher ${config.model_dir}` +
-      (shard.worldSize > 1
-        ? ` (rank ${shard.rank} of ${shard.worldSize}: pairs ${range[0]}..${range[1] - 1})`
-        : ""),
-  );
+}
+
+/** The job of the worker that makes the pairs of `group`. */
+function workerJob(
+  config: GenerateConfig,
+  plan: RunPlan,
+  index: number,
+  device: string | number,
+  group: [number, number],
+): WorkerJob {
+  const [s, e] = group;
+  return {
+    worker: index,
+    device,
+    modelDir: config.model_dir,
+    imagesDir: plan.paths.images,
+    start: s,
+    captions: plan.captions.slice(s, e),
+    seed: plan.seed,
+    bs: config.bs,
+    inferSteps: config.infer_steps,
+    guidanceScale: config.guidance_scale,
+    negativePrompt: config.negative_prompt,
+    dtype: config.dtype,
+    latentShape: plan.info.latentShape,
+    dpmSolver: config.dpm_solver,
+  };
+}
+
+/** Step 5: binds one worker per group to its adapter, runs them all and sums their reports. */
+async function runWorkers(
+  config: GenerateConfig,
+  options: GenerateOptions,
+  plan: RunPlan,
+  devices: (string | number)[],
+  groups: [number, number][],
+  log: (line: string) => void,
+): Promise<WorkerTally> {
   const bindings = groups.length
     ? await planWorkerBindings(devices.slice(0, groups.length), {
       shareAdapter: options.shareAdapter ?? false,
       what: options.devices ? "--devices" : "config.devices",
     })
     : [];
-  const written: number[] = [];
-  const adapters: string[] = [];
-
-  let present = 0;
-  let scanned = 0;
-  let generated = 0;
-  let bar: Progress | null = null;
-  const onMessage = (w: RunningWorker, m: WorkerMessage) => {
-    if (m.type === "scan") {
-      present += m.present;
-      if (++scanned === groups.length && options.progress !== false) {
-        bar = createProgress({
-          total: range[1] - range[0],
-          label: "Pairs",
-          unit: "pair",
-          start: present,
-          ...(options.progress ?? {}),
-        });
-        bar.update(present + generated);
-      }
-    } else if (m.type === "adapter") {
-      adapters[w.index] = m.text;
-      log(`generate: worker ${w.index} (pairs ${w.group[0]}..${w.group[1] - 1}): ${m.text}`);
-    } else if (m.type === "done") {
-      written.push(...(m.indices ?? []));
-      generated += m.count;
-      bar?.update(present + generated);
-    } else if (m.type === "error") {
-      w.error = m.message;
-    }
-  };
-
-  const workers: RunningWorker[] = groups.map((group, k) => {
-    const cmd = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", ...(existsSync(DENO_JSON) ? ["--config", DENO_JSON] : []), WORKER_PATH],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-      env: {
-        REFLOW_WORKER: String(k),
-        NO_COLOR: "1",
-        ...bindings[k].env,
-        ...(options.workerEnv ?? {}),
-      },
-    });
-    let child: Deno.ChildProcess;
-    try {
-      child = cmd.spawn();
-    } catch (e) {
-      throw new Error(`cannot start generate worker ${k}: ${(e as Error).message}`);
-    }
-    return {
-      index: k,
-      group,
-      child,
-      stdin: child.stdin.getWriter(),
-      stderr: collectText(child.stderr),
-      error: null,
-    };
-  });
-
-  const jobs = workers.map(async (w) => {
-    const [s, e] = w.group;
-    const job: WorkerJob = {
-      worker: w.index,
-      device: devices[w.index],
-      modelDir: config.model_dir,
-      imagesDir: paths.images,
-      start: s,
-      captions: captions.slice(s, e),
-      seed,
-      bs: config.bs,
-      inferSteps: config.infer_steps,
-      guidanceScale: config.guidance_scale,
-      negativePrompt: config.negative_prompt,
-      dtype: config.dtype,
-      latentShape: info.latentShape,
-      dpmSolver: config.dpm_solver,
-    };
-    const messages = readMessages(w.child.stdout, (m) => onMessage(w, m));
-    await w.stdin.write(new TextEncoder().encode(JSON.stringify(job) + "\n")).catch(() => {});
-    const status = await w.child.status;
-    await messages.catch(() => {});
-    await w.stdin.close().catch(() => {});
-    if (!status.success) {
-      const tail = (await w.stderr).trim().split("\n")
-        .filter((l) => !/XDG_RUNTIME_DIR|^Stack backtrace|^\s+\d+: <unknown>/.test(l))
-        .slice(-15).join("\n").trim();
-      const why = w.error ?? (tail || `exit code ${status.code}`);
-      throw new Error(`generate: worker ${w.index} (pairs ${s}..${e - 1}) failed: ${why}`);
-    }
-  });
-
+  const pairs = plan.range[1] - plan.range[0];
+  const tally = new WorkerTally(groups.length, pairs, options.progress, log);
+  const workers = groups.map((group, k) =>
+    startWorker(k, group, { ...bindings[k].env, ...(options.workerEnv ?? {}) })
+  );
+  const jobs = workers.map((w) =>
+    runWorker(
+      w,
+      workerJob(config, plan, w.index, devices[w.index], w.group),
+      (m) => tally.onMessage(w, m),
+    )
+  );
   try {
-    // The first failure fails the job; the other workers are stopped.
-    await new Promise<void>((resolveAll, reject) => {
-      let left = jobs.length;
-      for (const j of jobs) {
-        j.then(() => {
-          if (--left === 0) resolveAll();
-        }, reject);
-      }
-    });
-  } catch (e) {
-    for (const w of workers) {
-      try {
-        w.child.kill("SIGTERM");
-      } catch { /* already gone */ }
-    }
-    await Promise.allSettled(jobs);
-    (bar as Progress | null)?.stop();
-    throw e;
+    await awaitWorkers(workers, jobs);
+  } finally {
+    tally.stop();
   }
-  (bar as Progress | null)?.stop();
+  return tally;
+}
 
-  // Every pair must be there now (a worker that skipped a file it should have made is a bug).
-  const layout = pairFileLayout(info.latentShape);
-  for (let i = range[0]; i < range[1]; i++) {
-    if (!(await isCompletePair(pairNpyPath(paths.images, i), layout))) {
-      throw new Error(`generate: ${pairNpyPath(paths.images, i)} is missing after the run`);
+/** Step 6: every pair must be there now (a worker that skipped a file it should make is a bug). */
+async function checkPairsComplete(plan: RunPlan): Promise<void> {
+  const layout = pairFileLayout(plan.info.latentShape);
+  for (let i = plan.range[0]; i < plan.range[1]; i++) {
+    if (!(await isCompletePair(pairNpyPath(plan.paths.images, i), layout))) {
+      throw new Error(`generate: ${pairNpyPath(plan.paths.images, i)} is missing after the run`);
     }
   }
-  const seconds = (performance.now() - t0) / 1000;
-  // issue 14: which pairs this rank was given and wrote (manifest/rank{r}.json).
-  const made = new Set(written);
+}
+
+/** Step 7 (split runs): which pairs this rank was given and wrote (manifest/rank{r}.json). */
+async function writeManifest(
+  plan: RunPlan,
+  tally: WorkerTally,
+  devices: (string | number)[],
+  groups: [number, number][],
+  seconds: number,
+): Promise<void> {
+  const { range, shard } = plan;
+  const made = new Set(tally.written);
   const kept: number[] = [];
   for (let i = range[0]; i < range[1]; i++) if (!made.has(i)) kept.push(i);
-  if (shard.worldSize > 1) {
-    await writeRankManifest(root, {
-      job: "generate",
-      rank: shard.rank,
-      world_size: shard.worldSize,
-      range,
-      written: indexRuns(written),
-      kept: indexRuns(kept),
-      details: {
-        workers: groups.map((g, k) => ({
-          pairs: g,
-          device: devices[k],
-          adapter: adapters[k] ?? null,
-        })),
-        seconds,
-      },
-    });
-  }
+  await writeRankManifest(plan.root, {
+    job: "generate",
+    rank: shard.rank,
+    world_size: shard.worldSize,
+    range,
+    written: indexRuns(tally.written),
+    kept: indexRuns(kept),
+    details: {
+      workers: groups.map((g, k) => ({
+        pairs: g,
+        device: devices[k],
+        adapter: tally.adapters[k] ?? null,
+      })),
+      seconds,
+    },
+  });
+}
+
+/** Runs the generate job: see the module documentation. */
+export async function runGenerate(
+  config: GenerateConfig,
+  options: GenerateOptions = {},
+): Promise<GenerateResult> {
+  const log = options.log ?? ((line: string) => console.log(line));
+  checkConfig(config);
+  const t0 = performance.now();
+  const plan = await planRun(config, options.shard ?? { rank: 0, worldSize: 1 });
+  const { range, shard } = plan;
+  const overwrite = await checkResume(config, plan);
+  await writeRunFiles(plan, overwrite);
+
+  const devices = options.devices ?? config.devices;
+  const groups = workerGroups(range, devices.length);
+  log(
+    `generate: ${plan.captions.length} pairs of [2, ${plan.info.latentShape.join(", ")}] into ` +
+      `${plan.root} with ${groups.length} worker(s), ${plan.info.kind} teacher ${config.model_dir}` +
+      (shard.worldSize > 1
+        ? ` (rank ${shard.rank} of ${shard.worldSize}: pairs ${range[0]}..${range[1] - 1})`
+        : ""),
+  );
+  const tally = await runWorkers(config, options, plan, devices, groups, log);
+  await checkPairsComplete(plan);
+  const seconds = (performance.now() - t0) / 1000;
+  if (shard.worldSize > 1) await writeManifest(plan, tally, devices, groups, seconds);
+
+  const { generated, present } = tally;
   const result: GenerateResult = {
-    root,
-    total: captions.length,
+    root: plan.root,
+    total: plan.captions.length,
     skipped: present,
     generated,
     workers: groups.length,

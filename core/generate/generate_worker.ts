@@ -42,7 +42,7 @@ export async function runWorkerJob(
 
   const gpu = await Gpu.open();
   try {
-    // issue 12: the adapter this worker got, checked against its binding.
+    // The adapter this worker got, checked against its binding.
     emit({ type: "adapter", text: `adapter ${checkBoundAdapter(gpu.info)}` });
     const teacher = await loadTeacher(gpu, job.modelDir, {
       inferSteps: job.inferSteps,

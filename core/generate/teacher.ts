@@ -37,6 +37,7 @@ import { keep, tidy } from "../tensor/scope.ts";
 import { noGrad } from "../tensor/autograd.ts";
 import * as ops from "../ops.ts";
 import type { TextTokenizer } from "../models/tokenizers/types.ts";
+import { encodeCaptions, type PromptEncoder } from "../flow/captions.ts";
 import {
   DPMSolverMultistepScheduler,
   type ResolvedDPMSolverConfig,
@@ -49,14 +50,6 @@ export interface NoiseModel {
   readonly config: { in_channels: number; out_channels?: number; sample_size: number | null };
 }
 
-/** What the pipeline needs of a text encoder. */
-export interface PromptEncoder {
-  /** ids [B*L] row-major, optional mask -> hidden states [B, L, D]. */
-  encode(ids: Int32Array, mask: Int32Array | null, B: number, L: number): Tensor;
-  /** transformers config; `use_attention_mask: true` makes the pipeline pass the mask. */
-  readonly config?: object;
-}
-
 /** A teacher: maps captions and their noise z0 to the final latents z1 (host float32). */
 export interface Teacher {
   /** Latent shape [C, H, W] of one sample. */
@@ -67,23 +60,6 @@ export interface Teacher {
   describe(): Record<string, unknown>;
   /** Releases the models' GPU memory. */
   dispose(): void;
-}
-
-/**
- * Hidden states for captions, as diffusers' `_encode_prompt` computes them: the tokenizer pads
- * and truncates to its max length; the mask goes to the encoder only when its config sets
- * `use_attention_mask` (CLIP and AltDiffusion's XLM-R do not).
- */
-export function encodeCaptions(
-  tokenizer: TextTokenizer,
-  encoder: PromptEncoder,
-  captions: readonly string[],
-): Tensor {
-  const tok = tokenizer.encode([...captions]);
-  // The model classes carry their transformers config even where the interface does not say so.
-  const config = (encoder as { config?: { use_attention_mask?: unknown } }).config;
-  const mask = config?.use_attention_mask === true ? tok.mask : null;
-  return noGrad(() => encoder.encode(tok.ids, mask, captions.length, tok.length));
 }
 
 /** The sample size [C, H, W] of a UNet's latents (its config's in_channels and sample_size). */

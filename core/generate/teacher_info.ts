@@ -21,7 +21,7 @@ import {
   hasDPMSolverOverrides,
   overrideDPMSolverConfig,
 } from "../schedulers/dpm_solver_config.ts";
-import type { TimestepOrientation } from "./flow_teacher.ts";
+import type { TimestepOrientation } from "../flow/time.ts";
 
 /** The file that makes a model folder a flow teacher. */
 export const FLOW_TEACHER_FILE = "reflow.json";

@@ -14,6 +14,7 @@ import {
   probeCapabilities,
 } from "./capabilities.ts";
 import { BACKEND_VAR, preferVulkan } from "./native_backend.ts";
+import { Profiler } from "./profiler.ts";
 
 export { GpuError };
 export type { GpuCaps };
@@ -425,7 +426,7 @@ export class Gpu {
   startProfiling(): void {
     if (!this.hasTimestamps) throw new GpuError("profiling needs the 'timestamp-query' feature");
     this.flush();
-    this.profiler = new Profiler(this.device);
+    this.profiler = new Profiler(this.device, MAX_DISPATCHES_PER_SUBMIT);
   }
 
   async stopProfiling(): Promise<Map<string, { ms: number; count: number }>> {
@@ -568,68 +569,4 @@ function backendOf(caps: GpuCaps): string {
     : d.build.os === "windows"
     ? "dx12 or vulkan"
     : "unknown";
-}
-
-/** Timestamp queries around each dispatch, resolved at every submit and read at the end. */
-class Profiler {
-  private static readonly SLOTS = 2 * MAX_DISPATCHES_PER_SUBMIT;
-  private querySet: GPUQuerySet;
-  private names: string[] = [];
-  private pending: { buffer: GPUBuffer; names: string[] }[] = [];
-
-  constructor(private readonly device: GPUDevice) {
-    this.querySet = device.createQuerySet({ type: "timestamp", count: Profiler.SLOTS });
-  }
-
-  passTimestamps(name: string): GPUComputePassDescriptor {
-    const i = this.names.length;
-    this.names.push(name);
-    return {
-      timestampWrites: {
-        querySet: this.querySet,
-        beginningOfPassWriteIndex: 2 * i,
-        endOfPassWriteIndex: 2 * i + 1,
-      },
-    };
-  }
-
-  resolve(encoder: GPUCommandEncoder): void {
-    const n = this.names.length;
-    if (n === 0) return;
-    const resolved = this.device.createBuffer({
-      size: 16 * n,
-      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-    });
-    const read = this.device.createBuffer({
-      size: 16 * n,
-      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-    });
-    encoder.resolveQuerySet(this.querySet, 0, 2 * n, resolved, 0);
-    encoder.copyBufferToBuffer(resolved, 0, read, 0, 16 * n);
-    this.pending.push({ buffer: read, names: this.names });
-    this.names = [];
-  }
-
-  afterSubmit(): void {
-    // A fresh query set per submit: the previous one is still being resolved.
-    this.querySet = this.device.createQuerySet({ type: "timestamp", count: Profiler.SLOTS });
-  }
-
-  async collect(): Promise<Map<string, { ms: number; count: number }>> {
-    const out = new Map<string, { ms: number; count: number }>();
-    for (const p of this.pending) {
-      await p.buffer.mapAsync(GPUMapMode.READ);
-      const t = new BigInt64Array(p.buffer.getMappedRange());
-      p.names.forEach((name, i) => {
-        const ms = Number(t[2 * i + 1] - t[2 * i]) / 1e6;
-        const e = out.get(name) ?? { ms: 0, count: 0 };
-        e.ms += Math.max(0, ms);
-        e.count++;
-        out.set(name, e);
-      });
-      p.buffer.unmap();
-      p.buffer.destroy();
-    }
-    return out;
-  }
 }

@@ -27,7 +27,7 @@ import { keep } from "../tensor/scope.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import type { DType } from "../tensor/tensor.ts";
 import { checkArgs, grid1d, GRID_ARGS, linearIndex, sameDtype } from "./common.ts";
-import { type Dims, preamble, uniforms, unroll } from "./attention_common.ts";
+import { type Dims, preamble, rowBuf, uniforms, unroll } from "./attention_common.ts";
 import { attentionTexFits, forwardTex, gradKVTex, gradQTex } from "./attention_tex.ts";
 import { forwardTiled, MAX_TILED_HEAD_DIM } from "./attention_tiled.ts";
 
@@ -87,6 +87,20 @@ const LOAD_KV = `
     }
     workgroupBarrier();`;
 
+/**
+ * The key/value tile loop of the forward and dq kernels: tile `j0` is loaded into kt/vt, `body`
+ * runs on it, then a barrier. Tiles count from a per-workgroup base, not the constant 0 (see the
+ * module notes).
+ */
+const kvTiles = (body: string) => `
+  let jBase = wid.x;
+  for (var jPos = jBase; jPos < jBase + u.lk; jPos += TILE) {
+    let j0 = jPos - jBase;
+    ${LOAD_KV}
+${body}
+    workgroupBarrier();
+  }`;
+
 interface Ctx {
   gpu: Tensor["gpu"];
   dt: DType;
@@ -124,13 +138,13 @@ function forward(q: Tensor, k: Tensor, v: Tensor, d: Dims): { out: Tensor; lse: 
   const kern = c.gpu.kernel("attention", c.key, () =>
     `${
       preamble(c.dt, c.d4, c.tile, [
-        { name: "q", write: false, binding: 1 },
-        { name: "k", write: false, binding: 2 },
-        { name: "v", write: false, binding: 3 },
-        { name: "o", write: true, binding: 4 },
+        rowBuf("q"),
+        rowBuf("k"),
+        rowBuf("v"),
+        rowBuf("o", true),
+        ["lse", "read_write", "f32"],
       ], c.vec)
     }
-@group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 var<workgroup> kt: array<vec4<f32>, ${c.tile * c.d4}>;
 var<workgroup> vt: array<vec4<f32>, ${c.tile * c.d4}>;
 @compute @workgroup_size(${ROWS})
@@ -140,11 +154,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${unroll(c.d4, (e) => `var acc${e} = vec4<f32>(0.0);`)}
   var m = NEG_BIG;
   var l = 0.0;
-  // Tiles from a per-workgroup base, not the constant 0 (see the module notes).
-  let jBase = wid.x;
-  for (var jPos = jBase; jPos < jBase + u.lk; jPos += TILE) {
-    let j0 = jPos - jBase;
-    ${LOAD_KV}
+  ${
+      kvTiles(`
     // Scores of this tile (log2 units), then one rescale of the accumulator per tile.
     var s: array<f32, TILE>;
     var mt = m;
@@ -166,9 +177,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let vb = jj * D4;
       ${unroll(c.d4, (e) => `acc${e} = fma(pv, vt[vb + ${e}u], acc${e});`)}
     }
-    m = mt;
-    workgroupBarrier();
-  }
+    m = mt;`)
+    }
   if (row < u.lq) {
     let inv = 1.0 / l;
     ${unroll(c.d4, (e) => `st_o(base, ${e}u, acc${e} * inv);`)}
@@ -194,12 +204,14 @@ function delta(o: Tensor, g: Tensor, d: Dims): Tensor {
     c.key,
     () =>
       `${
-        preamble(c.dt, c.d4, c.tile, [
-          { name: "o", write: false, binding: 1 },
-          { name: "go", write: false, binding: 2 },
-        ], c.vec)
+        preamble(
+          c.dt,
+          c.d4,
+          c.tile,
+          [rowBuf("o"), rowBuf("go"), ["dl", "read_write", "f32"]],
+          c.vec,
+        )
       }
-@group(0) @binding(3) var<storage, read_write> dl: array<f32>;
 @compute @workgroup_size(64)
 fn main(${GRID_ARGS}) {
   let t = ${linearIndex(64)};
@@ -231,15 +243,15 @@ function gradQ(
   const kern = c.gpu.kernel("attention_backward_dq", c.key, () =>
     `${
       preamble(c.dt, c.d4, c.tile, [
-        { name: "q", write: false, binding: 1 },
-        { name: "k", write: false, binding: 2 },
-        { name: "v", write: false, binding: 3 },
-        { name: "go", write: false, binding: 4 },
-        { name: "dq", write: true, binding: 7 },
+        rowBuf("q"),
+        rowBuf("k"),
+        rowBuf("v"),
+        rowBuf("go"),
+        ["lse", "read", "f32"],
+        ["dl", "read", "f32"],
+        rowBuf("dq", true),
       ], c.vec)
     }
-@group(0) @binding(5) var<storage, read> lse: array<f32>;
-@group(0) @binding(6) var<storage, read> dl: array<f32>;
 var<workgroup> kt: array<vec4<f32>, ${c.tile * c.d4}>;
 var<workgroup> vt: array<vec4<f32>, ${c.tile * c.d4}>;
 @compute @workgroup_size(${ROWS})
@@ -250,11 +262,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   ${unroll(c.d4, (e) => `var acc${e} = vec4<f32>(0.0);`)}
   let li2 = lse[bh * u.lq + rowc];
   let di = dl[bh * u.lq + rowc];
-  // Tiles from a per-workgroup base, not the constant 0 (see the module notes).
-  let jBase = wid.x;
-  for (var jPos = jBase; jPos < jBase + u.lk; jPos += TILE) {
-    let j0 = jPos - jBase;
-    ${LOAD_KV}
+  ${
+      kvTiles(`
     for (var jj = 0u; jj < TILE; jj++) {
       var sv = vec4<f32>(0.0);
       var dp = vec4<f32>(0.0);
@@ -265,9 +274,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let ds = p * (hsum(dp) - di);
       let dsv = vec4<f32>(ds);
       ${unroll(c.d4, (e) => `acc${e} = fma(dsv, kt[kb + ${e}u], acc${e});`)}
+    }`)
     }
-    workgroupBarrier();
-  }
   if (row < u.lq) {
     ${unroll(c.d4, (e) => `st_dq(base, ${e}u, acc${e} * u.scale);`)}
   }
@@ -302,16 +310,16 @@ function gradKV(
     () =>
       `${
         preamble(c.dt, c.d4, c.tile, [
-          { name: "q", write: false, binding: 1 },
-          { name: "k", write: false, binding: 2 },
-          { name: "v", write: false, binding: 3 },
-          { name: "go", write: false, binding: 4 },
-          { name: "dk", write: true, binding: 7 },
-          { name: "dv", write: true, binding: 8 },
+          rowBuf("q"),
+          rowBuf("k"),
+          rowBuf("v"),
+          rowBuf("go"),
+          ["lse", "read", "f32"],
+          ["dl", "read", "f32"],
+          rowBuf("dk", true),
+          rowBuf("dv", true),
         ], c.vec)
       }
-@group(0) @binding(5) var<storage, read> lse: array<f32>;
-@group(0) @binding(6) var<storage, read> dl: array<f32>;
 var<workgroup> qt: array<vec4<f32>, ${c.tile * c.d4}>;
 var<workgroup> gt: array<vec4<f32>, ${c.tile * c.d4}>;
 var<workgroup> lt: array<f32, ${c.tile}>;

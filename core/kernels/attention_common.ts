@@ -4,6 +4,7 @@
  */
 import type { DType } from "../tensor/tensor.ts";
 import { f32u, header, packUniforms, wgslType } from "./common.ts";
+import { type Binding, bindingDecl, uniformBinding } from "./bindings.ts";
 
 const LOG2E = Math.LOG2E;
 
@@ -20,7 +21,7 @@ export interface Dims {
 /** Attention's shared uniforms: scale2 = scale * log2(e) turns exp into exp2. */
 export const UNIFORMS =
   `struct U { bh: u32, h: u32, lq: u32, lk: u32, d: u32, hd: u32, scale2: f32, scale: f32 };
-@group(0) @binding(0) var<uniform> u: U;`;
+${uniformBinding()}`;
 
 export function uniforms(d: Dims): Uint32Array {
   return packUniforms([
@@ -35,24 +36,28 @@ export function uniforms(d: Dims): Uint32Array {
   ]);
 }
 
-/** A head-row buffer binding. */
+/** A head-row buffer: a storage array with vec4 accessors (see {@link rowBuffers}). */
 export interface RowBuffer {
   name: string;
   write: boolean;
-  binding: number;
 }
 
+/** The head-row buffer `name`, read-only unless `write`. */
+export const rowBuf = (name: string, write = false): RowBuffer => ({ name, write });
+
 /**
- * WGSL declarations of the head-row buffers and their vec4 accessors `ld_<name>(base, d4)` /
- * `st_<name>(base, d4, v)` (base: element offset of a head row). With D % 4 == 0 every row start is
- * 4-aligned and buffers bind as vec4 arrays; otherwise scalar loads pad the last vector with zeros.
+ * WGSL declarations of a kernel's resources, numbered @binding(1..n) in list order (the order the
+ * launcher passes them): plain {@link Binding}s, and head-row buffers with their vec4 accessors
+ * `ld_<name>(base, d4)` / `st_<name>(base, d4, v)` (base: element offset of a head row). With
+ * D % 4 == 0 every row start is 4-aligned and row buffers bind as vec4 arrays; otherwise scalar loads
+ * pad the last vector with zeros.
  */
-export function rowBuffers(list: RowBuffer[], dt: DType, vec: boolean): string {
+export function rowBuffers(list: (RowBuffer | Binding)[], dt: DType, vec: boolean): string {
   const T = wgslType(dt);
-  return list.map(({ name, write, binding }) => {
-    const decl = `@group(0) @binding(${binding}) var<storage, ${
-      write ? "read_write" : "read"
-    }> ${name}: array<${vec ? `vec4<${T}>` : T}>;`;
+  return list.map((b, i) => {
+    if (Array.isArray(b)) return bindingDecl(b, i + 1);
+    const { name, write } = b;
+    const decl = bindingDecl([name, write ? "read_write" : "read", vec ? `vec4<${T}>` : T], i + 1);
     if (vec) {
       return `${decl}
 fn ${write ? "st" : "ld"}_${name}(base: u32, d4: u32${write ? ", v: vec4<f32>" : ""})${
@@ -89,7 +94,7 @@ export function preamble(
   dt: DType,
   d4: number,
   tile: number,
-  bufs: RowBuffer[],
+  bufs: (RowBuffer | Binding)[],
   vec: boolean,
 ): string {
   return `${header(dt)}

@@ -25,7 +25,8 @@ import type { DType } from "../tensor/tensor.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { acquireTexture, releaseTexture } from "../gpu/texture_pool.ts";
 import { header, packUniforms, wgslType } from "./common.ts";
-import { type Dims, preamble, uniforms, unroll } from "./attention_common.ts";
+import { bindings, opt, uniformBinding } from "./bindings.ts";
+import { type Dims, preamble, rowBuf, uniforms, unroll } from "./attention_common.ts";
 
 /** Invocations per workgroup. */
 const WG = 32;
@@ -82,16 +83,16 @@ function pack(
   const kern = gpu.kernel("attention_pack", `${dt}|${ex}|${vec}`, () =>
     `${header(dt)}
 struct P { l: u32, d: u32, hd: u32, h: u32, d4: u32, w: u32, lpad: u32, p0: u32 };
-@group(0) @binding(0) var<uniform> u: P;
-@group(0) @binding(1) var<storage, read> a: array<${A}>;
-@group(0) @binding(2) var<storage, read> b: array<${A}>;
+${uniformBinding("P")}
 ${
-      ex
-        ? `@group(0) @binding(3) var<storage, read> r1: array<f32>;
-@group(0) @binding(4) var<storage, read> r2: array<f32>;`
-        : ""
+      bindings([
+        ["a", "read", A],
+        ["b", "read", A],
+        opt(ex, ["r1", "read", "f32"]),
+        opt(ex, ["r2", "read", "f32"]),
+        ["dst", "texture", "texture_storage_2d_array<rgba32float, write>"],
+      ])
     }
-@group(0) @binding(${ex ? 5 : 3}) var dst: texture_storage_2d_array<rgba32float, write>;
 @compute @workgroup_size(${PACK_WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (gid.x >= u.w * u.lpad) { return; }
@@ -181,12 +182,12 @@ export function forwardTex(
     const J = (f: (j: number) => string) => unroll(jb, f);
     return `${
       preamble(dt, d4, jb, [
-        { name: "q", write: false, binding: 2 },
-        { name: "o", write: true, binding: 3 },
+        ["kv", "texture", "texture_2d_array<f32>"],
+        rowBuf("q"),
+        rowBuf("o", true),
+        ["lse", "read_write", "f32"],
       ], vec)
     }
-@group(0) @binding(1) var kv: texture_2d_array<f32>;
-@group(0) @binding(4) var<storage, read_write> lse: array<f32>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   ${rowSetup(rq, "u.lq")}
@@ -277,14 +278,14 @@ export function gradQTex(
     const J = (f: (j: number) => string) => unroll(jb, f);
     return `${
       preamble(dt, d4, jb, [
-        { name: "q", write: false, binding: 2 },
-        { name: "go", write: false, binding: 3 },
-        { name: "dq", write: true, binding: 6 },
+        ["kv", "texture", "texture_2d_array<f32>"],
+        rowBuf("q"),
+        rowBuf("go"),
+        ["lse", "read", "f32"],
+        ["dl", "read", "f32"],
+        rowBuf("dq", true),
       ], vec)
     }
-@group(0) @binding(1) var kv: texture_2d_array<f32>;
-@group(0) @binding(4) var<storage, read> lse: array<f32>;
-@group(0) @binding(5) var<storage, read> dl: array<f32>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   ${rowSetup(rq, "u.lq")}
@@ -357,13 +358,13 @@ export function gradKVTex(
     const J = (f: (j: number) => string) => unroll(jb, f);
     return `${
       preamble(dt, d4, jb, [
-        { name: "k", write: false, binding: 2 },
-        { name: "v", write: false, binding: 3 },
-        { name: "dk", write: true, binding: 4 },
-        { name: "dv", write: true, binding: 5 },
+        ["qg", "texture", "texture_2d_array<f32>"],
+        rowBuf("k"),
+        rowBuf("v"),
+        rowBuf("dk", true),
+        rowBuf("dv", true),
       ], vec)
     }
-@group(0) @binding(1) var qg: texture_2d_array<f32>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   ${rowSetup(rq, "u.lk")}

@@ -16,7 +16,7 @@
  */
 import type { Gpu } from "../gpu/device.ts";
 import { Tensor } from "../tensor/tensor.ts";
-import { type Dims, preamble, uniforms } from "./attention_common.ts";
+import { type Dims, preamble, rowBuf, uniforms } from "./attention_common.ts";
 
 /** Query rows per workgroup, keys per tile, head dims per staged chunk, invocations. */
 const BQ = 32, BK = 32, DC = 32, WG = 128;
@@ -30,13 +30,13 @@ function shader(dt: Tensor["dtype"], d4: number, vec: boolean): string {
   const L: string[] = [];
   L.push(`${
     preamble(dt, d4, BK, [
-      { name: "q", write: false, binding: 1 },
-      { name: "k", write: false, binding: 2 },
-      { name: "v", write: false, binding: 3 },
-      { name: "o", write: true, binding: 4 },
+      rowBuf("q"),
+      rowBuf("k"),
+      rowBuf("v"),
+      rowBuf("o", true),
+      ["lse", "read_write", "f32"],
     ], vec)
   }
-@group(0) @binding(5) var<storage, read_write> lse: array<f32>;
 var<workgroup> qs: array<vec4<f32>, ${BQ * ROW4}>;
 var<workgroup> ks: array<vec4<f32>, ${BK * ROW4}>;
 var<workgroup> ss: array<f32, ${BQ * (BK + 1)}>;

@@ -2,7 +2,7 @@
  * Broadcasting elementwise add, sub, mul, div (numpy rules). Same-shape operands take a plain indexed
  * kernel; others index through zero strides. Gradients are summed back to each operand's shape.
  */
-import { record, save } from "../tensor/autograd.ts";
+import { record, save, setGradAccumulator } from "../tensor/autograd.ts";
 import { numel, sameShape, Tensor } from "../tensor/tensor.ts";
 import {
   checkArgs,
@@ -15,6 +15,7 @@ import {
   stridesOf,
   wgslType,
 } from "./common.ts";
+import { bindings, uniformBinding } from "./bindings.ts";
 import { broadcastShape, broadcastStrides } from "./broadcast.ts";
 import { sumTo } from "./reduce.ts";
 import { neg } from "./unary.ts";
@@ -39,10 +40,8 @@ export function binaryRaw(op: BinaryOp, a: Tensor, b: Tensor): Tensor {
     `${header(dt)}
 struct U { n: u32, rank: u32, p0: u32, p1: u32,
   shape: array<vec4<u32>, 2>, sa: array<vec4<u32>, 2>, sb: array<vec4<u32>, 2> };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> xa: array<${T}>;
-@group(0) @binding(2) var<storage, read> xb: array<${T}>;
-@group(0) @binding(3) var<storage, read_write> y: array<${T}>;
+${uniformBinding()}
+${bindings([["xa", "read", T], ["xb", "read", T], ["y", "read_write", T]])}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let i = ${linearIndex(WG)};
@@ -133,3 +132,5 @@ export function addInPlace(a: Tensor, b: Tensor): void {
   a.gpu.copy(r.buffer, 0, a.buffer, 0, a.bytes);
   r.dispose();
 }
+
+setGradAccumulator(addInPlace);

@@ -15,6 +15,7 @@ import {
   packUniforms,
   wgslType,
 } from "./common.ts";
+import { bindings, uniformBinding } from "./bindings.ts";
 
 const WG = 256;
 
@@ -29,9 +30,8 @@ function castRaw(x: Tensor, dtype: DType): Tensor {
   const k = gpu.kernel("cast", `${S}|${D}`, () =>
     `${header(x.dtype, dtype)}
 struct U { n: u32 };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> x: array<${S}>;
-@group(0) @binding(2) var<storage, read_write> y: array<${D}>;
+${uniformBinding()}
+${bindings([["x", "read", S], ["y", "read_write", D]])}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let i = ${linearIndex(WG)};

@@ -13,6 +13,7 @@ import { record, save } from "../tensor/autograd.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import type { DType } from "../tensor/tensor.ts";
 import { checkArgs, sameDtype, wgslType } from "./common.ts";
+import { opt, uniformBinding } from "./bindings.ts";
 import { sumTo } from "./reduce.ts";
 import { type ConvGeo, convTexFits, convTexForward, convUniforms } from "./conv2d_tex.ts";
 import { convTexBackward, convTexBackwardFits } from "./conv2d_tex_backward.ts";
@@ -78,7 +79,7 @@ function geometry(x: Tensor, w: Tensor, bias: Tensor | undefined, o: Conv2dOptio
 const U_DECL = `
 struct U { N: u32, C: u32, H: u32, W: u32, O: u32, OH: u32, OW: u32, KH: u32,
   KW: u32, S: u32, P: u32, GM: u32, GN: u32, GK: u32, p0: u32, p1: u32 };
-@group(0) @binding(0) var<uniform> u: U;`;
+${uniformBinding()}`;
 
 function uniforms(g: Geo, gm: number, gn: number, gk: number): Uint32Array {
   return convUniforms(g, [gm, gn, gk]);
@@ -97,10 +98,8 @@ function operands(mode: Mode, T: string, tile: GemmTile, bias: boolean): GemmOpe
     // C[o, (n, oy, ox)] = sum_(c, ky, kx) w[o, c, ky, kx] * x[n, c, oy*s-p+ky, ox*s-p+kx]
     return {
       ...base,
-      decls: `${U_DECL}
-@group(0) @binding(1) var<storage, read> x: array<${T}>;
-@group(0) @binding(2) var<storage, read> wt: array<${T}>;
-${bias ? `@group(0) @binding(3) var<storage, read> bias: array<${T}>;` : ""}`,
+      decls: U_DECL,
+      inputs: [["x", "read", T], ["wt", "read", T], opt(bias, ["bias", "read", T])],
       prologue: `
   let ohw = u.OH * u.OW;
   let khw = u.KH * u.KW;
@@ -132,9 +131,8 @@ fn xg(b: u32, iy: i32, ix: i32) -> f32 {
     // dx[c, (n, iy, ix)] = sum_(o, ky, kx) w[o, c, ky, kx] * dy[n, o, (iy+p-ky)/s, (ix+p-kx)/s]
     return {
       ...base,
-      decls: `${U_DECL}
-@group(0) @binding(1) var<storage, read> dy: array<${T}>;
-@group(0) @binding(2) var<storage, read> wt: array<${T}>;`,
+      decls: U_DECL,
+      inputs: [["dy", "read", T], ["wt", "read", T]],
       prologue: `
   let hw = u.H * u.W;
   let khw = u.KH * u.KW;
@@ -167,9 +165,8 @@ fn dyg(b: u32, ty: i32, tx: i32) -> f32 {
   // dW[o, (c, ky, kx)] = sum_(n, oy, ox) dy[n, o, oy, ox] * x[n, c, oy*s-p+ky, ox*s-p+kx]
   return {
     ...base,
-    decls: `${U_DECL}
-@group(0) @binding(1) var<storage, read> dy: array<${T}>;
-@group(0) @binding(2) var<storage, read> x: array<${T}>;`,
+    decls: U_DECL,
+    inputs: [["dy", "read", T], ["x", "read", T]],
     prologue: `
   let ohw = u.OH * u.OW;
   let khw = u.KH * u.KW;
@@ -213,7 +210,7 @@ function run(
   const kern = gpu.kernel(
     `conv2d_${mode}`,
     `${T}|${bias}|${tileKey(tile)}`,
-    () => gemmShader(dt, tile, operands(mode, T, tile, bias), bufs.length + 1),
+    () => gemmShader(dt, tile, operands(mode, T, tile, bias)),
   );
   const { bm, bn } = tileExtent(tile);
   const max = gpu.limits.maxComputeWorkgroupsPerDimension;

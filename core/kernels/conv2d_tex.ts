@@ -13,6 +13,7 @@ import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { acquireTexture, releaseTexture } from "../gpu/texture_pool.ts";
 import { header, packUniforms, wgslType } from "./common.ts";
+import { bindings, opt, uniformBinding } from "./bindings.ts";
 import { packAct } from "./conv2d_tex_backward.ts";
 
 const TM = 8, NP = 8, WX = 8, PACK_WG = 8;
@@ -54,12 +55,11 @@ export function convTexFits(gpu: Gpu, g: ConvGeo): boolean {
 const U_DECL = `
 struct U { N: u32, C: u32, H: u32, W: u32, O: u32, OH: u32, OW: u32, KH: u32,
   KW: u32, S: u32, P: u32, CQ: u32, p0: u32, p1: u32, p2: u32, p3: u32 };
-@group(0) @binding(0) var<uniform> u: U;`;
+${uniformBinding()}`;
 
 function packWShader(T: string, hdr: string): string {
   return `${hdr}${U_DECL}
-@group(0) @binding(1) var<storage, read> wt: array<${T}>;
-@group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
+${bindings([["wt", "read", T], ["dst", "texture", "texture_storage_2d<rgba32float, write>"]])}
 @compute @workgroup_size(${PACK_WG}, ${PACK_WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let kq = gid.x;
@@ -140,10 +140,14 @@ export function tapGemmWgsl(o: TapGemm): string[] {
 function gemmShader(T: string, hdr: string, bias: boolean): string {
   const L: string[] = [];
   L.push(`${hdr}${U_DECL}
-@group(0) @binding(1) var tx: texture_3d<f32>;
-@group(0) @binding(2) var tw: texture_2d<f32>;
-${bias ? `@group(0) @binding(3) var<storage, read> bias: array<${T}>;` : ""}
-@group(0) @binding(${bias ? 4 : 3}) var<storage, read_write> y: array<${T}>;
+${
+    bindings([
+      ["tx", "texture", "texture_3d<f32>"],
+      ["tw", "texture", "texture_2d<f32>"],
+      opt(bias, ["bias", "read", T]),
+      ["y", "read_write", T],
+    ])
+  }
 @compute @workgroup_size(${WX})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let ohw = u.OH * u.OW;

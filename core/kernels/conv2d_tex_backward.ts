@@ -30,6 +30,7 @@ import { Tensor } from "../tensor/tensor.ts";
 import { acquireTexture, type PooledTexture, releaseTexture } from "../gpu/texture_pool.ts";
 import { type ConvGeo, convUniforms, tapGemmWgsl } from "./conv2d_tex.ts";
 import { grid1d, GRID_ARGS, header, linearIndex, packUniforms, wgslType } from "./common.ts";
+import { type Binding, bindings, uniformBinding } from "./bindings.ts";
 
 /** dx: channels x pixels per invocation, invocations per workgroup. */
 const TM = 8, NP = 8, WX = 8;
@@ -42,7 +43,7 @@ const PACK_WG = 64, WPACK_WG = 8, SUM_WG = 64;
 const U_DECL = `
 struct U { N: u32, C: u32, H: u32, W: u32, O: u32, OH: u32, OW: u32, KH: u32,
   KW: u32, S: u32, P: u32, CQ: u32, OQ: u32, KS: u32, RPS: u32, NCOL: u32 };
-@group(0) @binding(0) var<uniform> u: U;`;
+${uniformBinding()}`;
 
 /** Phase-grid extent along one axis: the most pixels any phase holds. */
 const phaseExtent = (size: number, s: number) => Math.ceil(size / s);
@@ -117,14 +118,13 @@ function packActShader(T: string, hdr: string, mode: PackMode): string {
     if (c0 + q < u.C) { v[q] = f32(src[b + q * hw]); }
   }
   textureStore(dst, vec3<u32>(p % u.W, p / u.W, zq), v);`;
-  const srcDecl = mode === "staged"
-    ? "var src: texture_2d<f32>;"
-    : `var<storage, read> src: array<${mode === "v4" ? `vec4<${T}>` : T}>;`;
+  const src: Binding = mode === "staged"
+    ? ["src", "texture", "texture_2d<f32>"]
+    : ["src", "read", mode === "v4" ? `vec4<${T}>` : T];
   return `${hdr}
 struct PU { N: u32, C: u32, H: u32, W: u32, CQ: u32, total: u32, SW: u32, p2: u32 };
-@group(0) @binding(0) var<uniform> u: PU;
-@group(0) @binding(1) ${srcDecl}
-@group(0) @binding(2) var dst: texture_storage_3d<rgba32float, write>;
+${uniformBinding("PU")}
+${bindings([src, ["dst", "texture", "texture_storage_3d<rgba32float, write>"]])}
 @compute @workgroup_size(${PACK_WG})
 fn main(${GRID_ARGS}) {
   let i = ${linearIndex(PACK_WG)};
@@ -137,8 +137,7 @@ fn main(${GRID_ARGS}) {
 /** w [O, C, kh, kw] -> 2-D texture (kh*kw*OQ, C), texel (r*OQ + oq, c) = w[4oq.., c, r]. */
 function packWtShader(T: string, hdr: string): string {
   return `${hdr}${U_DECL}
-@group(0) @binding(1) var<storage, read> wt: array<${T}>;
-@group(0) @binding(2) var dst: texture_storage_2d<rgba32float, write>;
+${bindings([["wt", "read", T], ["dst", "texture", "texture_storage_2d<rgba32float, write>"]])}
 @compute @workgroup_size(${WPACK_WG}, ${WPACK_WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let khw = u.KH * u.KW;
@@ -157,9 +156,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 function dxShader(T: string, hdr: string): string {
   const L: string[] = [];
   L.push(`${hdr}${U_DECL}
-@group(0) @binding(1) var tdy: texture_3d<f32>;
-@group(0) @binding(2) var tw: texture_2d<f32>;
-@group(0) @binding(3) var<storage, read_write> dx: array<${T}>;
+${
+    bindings([["tdy", "texture", "texture_3d<f32>"], ["tw", "texture", "texture_2d<f32>"], [
+      "dx",
+      "read_write",
+      T,
+    ]])
+  }
 @compute @workgroup_size(${WX})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let s = u.S;
@@ -231,9 +234,13 @@ function dwShader(OT: string, hdr: string): string {
   const OQN = TO / 4, CQN = TC / 4;
   const L: string[] = [];
   L.push(`${hdr}${U_DECL}
-@group(0) @binding(1) var tdy: texture_3d<f32>;
-@group(0) @binding(2) var tx: texture_3d<f32>;
-@group(0) @binding(3) var<storage, read_write> dst: array<${OT}>;
+${
+    bindings([["tdy", "texture", "texture_3d<f32>"], ["tx", "texture", "texture_3d<f32>"], [
+      "dst",
+      "read_write",
+      OT,
+    ]])
+  }
 @compute @workgroup_size(${WX})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let gi = wid.x * ${WX}u + lid.x;
@@ -304,9 +311,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
 function sumShader(T: string, hdr: string): string {
   return `${hdr}
 struct SU { M: u32, KS: u32, p0: u32, p1: u32 };
-@group(0) @binding(0) var<uniform> u: SU;
-@group(0) @binding(1) var<storage, read> part: array<f32>;
-@group(0) @binding(2) var<storage, read_write> dst: array<${T}>;
+${uniformBinding("SU")}
+${bindings([["part", "read", "f32"], ["dst", "read_write", T]])}
 @compute @workgroup_size(${SUM_WG})
 fn main(${GRID_ARGS}) {
   let i = ${linearIndex(SUM_WG)};

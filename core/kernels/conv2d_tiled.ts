@@ -13,6 +13,7 @@
 import { GpuError } from "../gpu/errors.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { wgslType } from "./common.ts";
+import { opt, uniformBinding } from "./bindings.ts";
 import { type ConvGeo, convUniforms } from "./conv2d_tex.ts";
 import {
   checkTile,
@@ -26,7 +27,7 @@ import {
 const U_DECL = `
 struct U { N: u32, C: u32, H: u32, W: u32, O: u32, OH: u32, OW: u32, KH: u32,
   KW: u32, S: u32, P: u32, GM: u32, GN: u32, GK: u32, p0: u32, p1: u32 };
-@group(0) @binding(0) var<uniform> u: U;`;
+${uniformBinding()}`;
 
 /** x[n, c, iy, ix] with zero padding outside the image (b: element offset of image n, channel c). */
 const X_GATHER = `
@@ -42,10 +43,12 @@ function operands(mode: Mode, T: string, bias: boolean, w4: boolean): TiledOpera
   if (mode === "fwd") {
     return {
       ...ext,
-      decls: `${U_DECL}
-@group(0) @binding(1) var<storage, read> x: array<${T}>;
-@group(0) @binding(2) var<storage, read> wt: array<${w4 ? `vec4<${T}>` : T}>;
-${bias ? `@group(0) @binding(3) var<storage, read> bias: array<${T}>;` : ""}`,
+      decls: U_DECL,
+      inputs: [
+        ["x", "read", T],
+        ["wt", "read", w4 ? `vec4<${T}>` : T],
+        opt(bias, ["bias", "read", T]),
+      ],
       helpers: X_GATHER,
       prologue: `
   let ohw = u.OH * u.OW;
@@ -65,9 +68,8 @@ ${bias ? `@group(0) @binding(3) var<storage, read> bias: array<${T}>;` : ""}`,
   if (mode === "dx") {
     return {
       ...ext,
-      decls: `${U_DECL}
-@group(0) @binding(1) var<storage, read> dy: array<${T}>;
-@group(0) @binding(2) var<storage, read> wt: array<${T}>;`,
+      decls: U_DECL,
+      inputs: [["dy", "read", T], ["wt", "read", T]],
       helpers: `
 fn dyg(b: u32, ty: i32, tx: i32) -> f32 {
   let s = i32(u.S);
@@ -91,9 +93,8 @@ fn dyg(b: u32, ty: i32, tx: i32) -> f32 {
   }
   return {
     ...ext,
-    decls: `${U_DECL}
-@group(0) @binding(1) var<storage, read> dy: array<${T}>;
-@group(0) @binding(2) var<storage, read> x: array<${T}>;`,
+    decls: U_DECL,
+    inputs: [["dy", "read", T], ["x", "read", T]],
     helpers: X_GATHER,
     prologue: `
   let ohw = u.OH * u.OW;
@@ -128,7 +129,7 @@ function run(
   const kern = gpu.kernel(
     `conv2d_tiled_${mode}`,
     `${T}|${bias}|${w4}|${tiledKey(tile)}`,
-    () => tiledGemmShader(out.dtype, tile, operands(mode, T, bias, w4), bufs.length + 1),
+    () => tiledGemmShader(out.dtype, tile, operands(mode, T, bias, w4)),
   );
   const max = gpu.limits.maxComputeWorkgroupsPerDimension;
   const gx = Math.ceil(gn / tile.bn), gy = Math.ceil(gm / tile.bm);

@@ -16,6 +16,7 @@ import {
   packUniforms,
   wgslType,
 } from "./common.ts";
+import { bindings, uniformBinding } from "./bindings.ts";
 
 const WG = 256;
 
@@ -28,10 +29,8 @@ function gatherRaw(ids: Tensor, weight: Tensor): Tensor {
   const k = gpu.kernel("embedding", T, () =>
     `${header(weight.dtype)}
 struct U { n: u32, d: u32, v: u32 };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> ids: array<i32>;
-@group(0) @binding(2) var<storage, read> w: array<${T}>;
-@group(0) @binding(3) var<storage, read_write> y: array<${T}>;
+${uniformBinding()}
+${bindings([["ids", "read", "i32"], ["w", "read", T], ["y", "read_write", T]])}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let i = ${linearIndex(WG)};
@@ -57,10 +56,8 @@ function scatterGrad(ids: Tensor, g: Tensor, V: number, D: number): Tensor {
   const k = gpu.kernel("embedding_backward", T, () =>
     `${header(g.dtype)}
 struct U { n: u32, d: u32, m: u32 };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> ids: array<i32>;
-@group(0) @binding(2) var<storage, read> g: array<${T}>;
-@group(0) @binding(3) var<storage, read_write> gw: array<${T}>;
+${uniformBinding()}
+${bindings([["ids", "read", "i32"], ["g", "read", T], ["gw", "read_write", T]])}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}, @builtin(workgroup_id) wid: vec3<u32>) {
   let i = ${linearIndex(WG)};

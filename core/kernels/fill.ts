@@ -1,6 +1,7 @@
 /** Fills a tensor with a constant, in place (no autograd: used for zeros, ones and gradient seeds). */
 import type { Tensor } from "../tensor/tensor.ts";
 import { f32u, grid1d, GRID_ARGS, header, linearIndex, packUniforms, wgslType } from "./common.ts";
+import { bindings, uniformBinding } from "./bindings.ts";
 
 const WG = 256;
 
@@ -10,8 +11,8 @@ export function fill(t: Tensor, value: number): void {
   const k = gpu.kernel("fill", T, () =>
     `${header(t.dtype)}
 struct U { n: u32, v: f32 };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read_write> y: array<${T}>;
+${uniformBinding()}
+${bindings([["y", "read_write", T]])}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let i = ${linearIndex(WG)};

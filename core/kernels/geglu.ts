@@ -15,28 +15,10 @@ import {
   packUniforms,
   wgslType,
 } from "./common.ts";
+import { bindings, opt, uniformBinding } from "./bindings.ts";
+import { ERF_WGSL, GELU_WGSL } from "./wgsl_math.ts";
 
 const WG = 256;
-
-/**
- * erf with |error| < 2e-7: a series near zero, Abramowitz-Stegun 7.1.26 beyond (the same
- * approximation as the GELU in unary.ts, so both GELUs agree).
- */
-const ERF_WGSL = `
-fn erf_geglu(x: f32) -> f32 {
-  if (abs(x) < 0.5) {
-    let x2 = x * x;
-    return 1.1283791671 * x * (1.0 + x2 * (-0.3333333333 + x2 * (0.1 + x2 * (-0.0238095238 + x2 * 0.0046296296))));
-  }
-  let a = abs(x);
-  let t = 1.0 / (1.0 + 0.3275911 * a);
-  let p = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-  return sign(x) * (1.0 - p * exp(-a * a));
-}
-fn gelu_(x: f32) -> f32 { return 0.5 * x * (1.0 + erf_geglu(x * 0.7071067811865476)); }
-fn dgelu_(x: f32) -> f32 {
-  return 0.5 * (1.0 + erf_geglu(x * 0.7071067811865476)) + x * 0.3989422804014327 * exp(-0.5 * x * x);
-}`;
 
 function launch(x: Tensor, g: Tensor | null): Tensor {
   const gpu = x.gpu;
@@ -54,15 +36,15 @@ function launch(x: Tensor, g: Tensor | null): Tensor {
   const k = gpu.kernel(`geglu${g ? "_backward" : ""}`, T, () =>
     `${header(x.dtype)}
 struct U { n: u32, d: u32 };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> x: array<${T}>;
+${uniformBinding()}
 ${
-      g
-        ? `@group(0) @binding(2) var<storage, read> gy: array<${T}>;
-@group(0) @binding(3) var<storage, read_write> gx: array<${T}>;`
-        : `@group(0) @binding(2) var<storage, read_write> y: array<${T}>;`
+      bindings([
+        ["x", "read", T],
+        opt(!!g, ["gy", "read", T]),
+        g ? ["gx", "read_write", T] : ["y", "read_write", T],
+      ])
     }
-${ERF_WGSL}
+${ERF_WGSL}${GELU_WGSL}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let i = ${linearIndex(WG)};

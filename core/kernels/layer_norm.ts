@@ -14,6 +14,7 @@ import { keep } from "../tensor/scope.ts";
 import type { DType } from "../tensor/tensor.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { checkArgs, f32u, header, packUniforms, wgslType } from "./common.ts";
+import { bindings, uniformBinding } from "./bindings.ts";
 import {
   MAX_REGS,
   meanM2Wgsl,
@@ -24,7 +25,6 @@ import {
   segGrid,
   segIndex,
   segReduceWgsl,
-  storageBindings as bindings,
   sumWgsl,
 } from "./row_reduce.ts";
 
@@ -87,7 +87,7 @@ function forward(x: Tensor, aff: Affine, eps: number): { y: Tensor; stats: Tenso
     () =>
       `${header(...dts)}
 struct U { rows: u32, cols: u32, eps: f32 };
-@group(0) @binding(0) var<uniform> u: U;
+${uniformBinding()}
 ${
         bindings([
           ["x", "read", T],
@@ -169,7 +169,7 @@ function backwardX(x: Tensor, w: Tensor | null, stats: Tensor, g: Tensor): Tenso
     () =>
       `${header(x.dtype, w?.dtype ?? "f32")}
 struct U { rows: u32, cols: u32 };
-@group(0) @binding(0) var<uniform> u: U;
+${uniformBinding()}
 ${
         bindings([
           ["x", "read", T],
@@ -215,7 +215,7 @@ function backwardAffine(
   const kp = gpu.kernel("layer_norm_backward_wb_partial", T, () =>
     `${header(x.dtype)}
 struct U { rows: u32, cols: u32, chunk: u32 };
-@group(0) @binding(0) var<uniform> u: U;
+${uniformBinding()}
 ${
       bindings([["x", "read", T], ["stats", "read", "f32"], ["g", "read", T], [
         "part",
@@ -266,7 +266,7 @@ function sumChunks(
   const k = gpu.kernel("layer_norm_backward_wb_sum", W, () =>
     `${header(wd)}
 struct U { chunks: u32, cols: u32 };
-@group(0) @binding(0) var<uniform> u: U;
+${uniformBinding()}
 ${bindings([["part", "read", "f32"], ["dw", "read_write", W], ["db", "read_write", W]])}
 @compute @workgroup_size(${COL_WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

@@ -14,7 +14,7 @@ import { reshape } from "./strided_copy.ts";
 import { texGemm, texPathFits } from "./matmul_tex.ts";
 import {
   BATCH_OFFSETS_WGSL,
-  batchedGemmDecls,
+  batchedGemmBindings,
   DEFAULT_TILE,
   gemmShader,
   type GemmTile,
@@ -159,7 +159,7 @@ export function matmulRaw(a: Tensor, b: Tensor, o: MatmulOptions = {}): Tensor {
     `${T}|${ta}|${tb}|${hasBias}|${vec}|${tileKey(tile)}`,
     () =>
       gemmShader(dt, tile, {
-        decls: batchedGemmDecls(AT, AT, T, hasBias),
+        ...batchedGemmBindings(AT, AT, T, hasBias),
         prologue: `${BATCH_OFFSETS_WGSL}
 ${
           Array.from(
@@ -188,7 +188,7 @@ ${
         nExtent: "u.N",
         outIndex: (r, c) => `cOff + ${r} * N + ${c}`,
         bias: hasBias ? (c) => `f32(bias[${c}])` : undefined,
-      }, hasBias ? 4 : 3),
+      }),
   );
   const u = packUniforms([m, n, k, 0, ...pad, ...aStrides, ...bStrides]);
   const groups: [number, number, number] = [Math.ceil(n / bn), Math.ceil(m / bm), nb];

@@ -11,6 +11,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { header, packUniforms, wgslType } from "./common.ts";
+import { bindings, opt, uniformBinding } from "./bindings.ts";
 import {
   acquireTexture,
   type PooledTexture,
@@ -59,9 +60,14 @@ function packShader(T: string, dtHeader: string): string {
   return `${dtHeader}
 struct U { rows: u32, cols: u32, rs: u32, cs: u32, wq: u32, p0: u32, p1: u32, p2: u32,
   ls: vec4<u32>, lst: vec4<u32> };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> src: array<${T}>;
-@group(0) @binding(2) var dst: texture_storage_2d_array<rgba32float, write>;
+${uniformBinding()}
+${
+    bindings([["src", "read", T], [
+      "dst",
+      "texture",
+      "texture_storage_2d_array<rgba32float, write>",
+    ]])
+  }
 @compute @workgroup_size(${PACK_WG}, ${PACK_WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (gid.x >= u.wq || gid.y >= u.rows) { return; }
@@ -85,11 +91,15 @@ function gemmShader(T: string, dtHeader: string, bias: boolean): string {
   L.push(`${dtHeader}
 struct U { M: u32, N: u32, K: u32, KQ: u32, NQ: u32, p0: u32, p1: u32, p2: u32,
   bs: vec4<u32>, la: vec4<u32>, lb: vec4<u32> };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var ta: texture_2d_array<f32>;
-@group(0) @binding(2) var tb: texture_2d_array<f32>;
-${bias ? `@group(0) @binding(3) var<storage, read> bias: array<${T}>;` : ""}
-@group(0) @binding(${bias ? 4 : 3}) var<storage, read_write> c: array<${T}>;
+${uniformBinding()}
+${
+    bindings([
+      ["ta", "texture", "texture_2d_array<f32>"],
+      ["tb", "texture", "texture_2d_array<f32>"],
+      opt(bias, ["bias", "read", T]),
+      ["c", "read_write", T],
+    ])
+  }
 @compute @workgroup_size(${WX})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
   let M = u.M;

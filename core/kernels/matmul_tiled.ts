@@ -17,7 +17,8 @@
  */
 import type { DType } from "../tensor/tensor.ts";
 import { header, packUniforms, wgslType } from "./common.ts";
-import { BATCH_OFFSETS_WGSL, batchedGemmDecls } from "./matmul_wgsl.ts";
+import { BATCH_OFFSETS_WGSL, batchedGemmBindings } from "./matmul_wgsl.ts";
+import { type Binding, bindings } from "./bindings.ts";
 import type { TexGemm } from "./matmul_tex.ts";
 
 /** Block and micro-tile shape of one tiled GEMM variant. */
@@ -79,8 +80,10 @@ export function checkTile(
  * once per invocation after `batch`, `M`, `N` and `K` are defined.
  */
 export interface TiledOperands {
-  /** WGSL declarations: struct U and its binding, the operand bindings. */
+  /** WGSL declarations: struct U and its binding. */
   decls: string;
+  /** Operand bindings before C, in the order the launcher passes their buffers. */
+  inputs: (Binding | null)[];
   helpers?: string;
   prologue?: string;
   /** WGSL expressions of the GEMM extents. */
@@ -109,13 +112,8 @@ export interface TiledOperands {
   rowBias?: (row: string) => string;
 }
 
-/** Generates the tiled GEMM shader for `ops`; C binds at `cBinding`. */
-export function tiledGemmShader(
-  dt: DType,
-  tile: TiledTile,
-  ops: TiledOperands,
-  cBinding: number,
-): string {
+/** Generates the tiled GEMM shader for `ops`; C is the last storage binding. */
+export function tiledGemmShader(dt: DType, tile: TiledTile, ops: TiledOperands): string {
   const T = wgslType(dt);
   const { bm, bn, bk, tm, tn } = tile;
   const { wx, wy } = tiledWorkgroup(tile);
@@ -123,7 +121,7 @@ export function tiledGemmShader(
   const bk4 = bk / 4, bn4 = bn / 4, tn4 = tn / 4;
   const L: string[] = [];
   L.push(header(dt) + ops.decls);
-  L.push(`@group(0) @binding(${cBinding}) var<storage, read_write> c: array<${T}>;`);
+  L.push(bindings([...ops.inputs, ["c", "read_write", T]]));
   if (ops.helpers) L.push(ops.helpers);
   L.push(`
 // A tile as [row][k / 4] vec4 (four k per vec4); B tile as [k][col / 4] vec4 (four columns).
@@ -272,7 +270,7 @@ export function tiledMatmul(p: TiledMatmul): void {
   const key = `${T}|${ta}|${tb}|${hasBias}|${a4}|${b4n}|${b4k}|${tiledKey(tile)}`;
   const kern = gpu.kernel("matmul_tiled", key, () =>
     tiledGemmShader(dt, tile, {
-      decls: batchedGemmDecls(av, bv, T, hasBias),
+      ...batchedGemmBindings(av, bv, T, hasBias),
       prologue: BATCH_OFFSETS_WGSL,
       mExtent: "u.M",
       nExtent: "u.N",
@@ -292,7 +290,7 @@ export function tiledMatmul(p: TiledMatmul): void {
       bKContiguous: tb,
       outIndex: (r, c) => `cOff + ${r} * N + ${c}`,
       bias: hasBias ? (c) => `f32(bias[${c}])` : undefined,
-    }, hasBias ? 4 : 3));
+    }));
   const u = packUniforms([p.m, p.n, p.k, 0, ...p.batch, ...p.aStrides, ...p.bStrides]);
   const nb = p.batch.reduce((x, y) => x * y, 1);
   const groups: [number, number, number] = [

@@ -10,6 +10,7 @@
  */
 import type { DType } from "../tensor/tensor.ts";
 import { header, wgslType } from "./common.ts";
+import { type Binding, bindings, opt, uniformBinding } from "./bindings.ts";
 
 /** Tile shape of one GEMM kernel variant. */
 export interface GemmTile {
@@ -49,8 +50,10 @@ export function tileKey(t: GemmTile): string {
  * `bHandle(j)` name them.
  */
 export interface GemmOperands {
-  /** WGSL declarations (struct U, bindings beyond C, helper fns). */
+  /** WGSL declarations: struct U and its binding. */
   decls: string;
+  /** Operand bindings before C, in the order the launcher passes their buffers. */
+  inputs: (Binding | null)[];
   /** Per-invocation setup after `batch`, `m<i>`, `n<j>` are defined. */
   prologue: string;
   /** f32 expression of A[row i of this invocation, k]. */
@@ -79,13 +82,13 @@ export interface GemmOperands {
 }
 
 /** Generates a full GEMM compute shader for `ops` with `tile`; C is the last storage binding. */
-export function gemmShader(dt: DType, tile: GemmTile, ops: GemmOperands, cBinding: number): string {
+export function gemmShader(dt: DType, tile: GemmTile, ops: GemmOperands): string {
   const T = wgslType(dt);
   const { tm, nv, wx, wy, uk } = tile;
   const tn = 4 * nv;
   const L: string[] = [];
   L.push(header(dt) + ops.decls);
-  L.push(`@group(0) @binding(${cBinding}) var<storage, read_write> c: array<${T}>;`);
+  L.push(bindings([...ops.inputs, ["c", "read_write", T]]));
   if (ops.helpers) L.push(ops.helpers);
   L.push(`@compute @workgroup_size(${wx}, ${wy})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -171,13 +174,18 @@ ${body("kk")}
  * Bindings of a batched GEMM (A, B, optional bias) with the uniform header the batch offsets read:
  * shared by the storage and tiled matmul kernels.
  */
-export function batchedGemmDecls(aType: string, bType: string, T: string, bias: boolean): string {
-  return `
+export function batchedGemmBindings(
+  aType: string,
+  bType: string,
+  T: string,
+  bias: boolean,
+): { decls: string; inputs: (Binding | null)[] } {
+  return {
+    decls: `
 struct U { M: u32, N: u32, K: u32, p0: u32, bs: vec4<u32>, sa: vec4<u32>, sb: vec4<u32> };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> a: array<${aType}>;
-@group(0) @binding(2) var<storage, read> b: array<${bType}>;
-${bias ? `@group(0) @binding(3) var<storage, read> bias: array<${T}>;` : ""}`;
+${uniformBinding()}`,
+    inputs: [["a", "read", aType], ["b", "read", bType], opt(bias, ["bias", "read", T])],
+  };
 }
 
 /** Element offsets of batch matrix `batch` in A, B (broadcast strides) and C. */

@@ -29,11 +29,12 @@ import {
   packUniforms,
   wgslType,
 } from "./common.ts";
+import { bindings, uniformBinding } from "./bindings.ts";
 
 const WG = 256;
 
 const STRUCT = `struct U { n: u32, h: u32, w: u32, oh: u32, ow: u32, p0: u32, p1: u32, p2: u32 };
-@group(0) @binding(0) var<uniform> u: U;`;
+${uniformBinding()}`;
 
 /** WGSL: the flat input index of the first maximum of output pixel (plane, oy, ox)'s window. */
 const ARGMAX = `
@@ -60,8 +61,7 @@ function forwardRaw(x: Tensor): Tensor {
   const k = gpu.kernel("max_pool2x2", T, () =>
     `${header(x.dtype)}
 ${STRUCT}
-@group(0) @binding(1) var<storage, read> x: array<${T}>;
-@group(0) @binding(2) var<storage, read_write> y: array<${T}>;
+${bindings([["x", "read", T], ["y", "read_write", T]])}
 ${ARGMAX}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
@@ -86,9 +86,7 @@ function backwardRaw(x: Tensor, g: Tensor): Tensor {
   const k = gpu.kernel("max_pool2x2_backward", T, () =>
     `${header(x.dtype)}
 ${STRUCT}
-@group(0) @binding(1) var<storage, read> x: array<${T}>;
-@group(0) @binding(2) var<storage, read> g: array<${T}>;
-@group(0) @binding(3) var<storage, read_write> gx: array<${T}>;
+${bindings([["x", "read", T], ["g", "read", T], ["gx", "read_write", T]])}
 ${ARGMAX}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {

@@ -19,6 +19,7 @@ import {
   sameDtype,
   wgslType,
 } from "./common.ts";
+import { bindings, uniformBinding } from "./bindings.ts";
 import { ROW_ARGS, ROW_INDEX, ROW_WG, rowGrid, wgReduceWgsl } from "./row_reduce.ts";
 import { scale } from "./unary.ts";
 
@@ -38,10 +39,8 @@ function forwardRaw(p: Tensor, t: Tensor, rows: number, alpha: number): Tensor {
   const k = gpu.kernel("mse", T, () =>
     `${header(p.dtype)}
 struct U { cols: u32, rows: u32, alpha: f32 };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> p: array<${T}>;
-@group(0) @binding(2) var<storage, read> t: array<${T}>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+${uniformBinding()}
+${bindings([["p", "read", T], ["t", "read", T], ["y", "read_write", "f32"]])}
 ${wgReduceWgsl(ROW_WG)}
 @compute @workgroup_size(${ROW_WG})
 fn main(${ROW_ARGS}) {
@@ -78,11 +77,8 @@ function gradRaw(p: Tensor, t: Tensor, g: Tensor, rows: number, alpha: number): 
   const k = gpu.kernel("mse_backward", `${T}|${G}`, () =>
     `${header(p.dtype, g.dtype)}
 struct U { n: u32, cols: u32, alpha2: f32 };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> p: array<${T}>;
-@group(0) @binding(2) var<storage, read> t: array<${T}>;
-@group(0) @binding(3) var<storage, read> g: array<${G}>;
-@group(0) @binding(4) var<storage, read_write> gp: array<${T}>;
+${uniformBinding()}
+${bindings([["p", "read", T], ["t", "read", T], ["g", "read", G], ["gp", "read_write", T]])}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let i = ${linearIndex(WG)};

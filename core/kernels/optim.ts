@@ -6,6 +6,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { f32u, grid1d, GRID_ARGS, linearIndex, packUniforms } from "./common.ts";
+import { bindings, uniformBinding } from "./bindings.ts";
 
 const WG = 256;
 /** Partial sums per tensor: enough workgroups to keep lavapipe's threads busy, few to reduce. */
@@ -15,9 +16,8 @@ const MAX_PARTS = 64;
 function sumSquaresInto(gpu: Gpu, g: Tensor, partials: Tensor, slot: number): void {
   const k = gpu.kernel("grad_sq_partial", "f32", () =>
     `struct U { n: u32, slot: u32, parts: u32 };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> g: array<f32>;
-@group(0) @binding(2) var<storage, read_write> part: array<f32>;
+${uniformBinding()}
+${bindings([["g", "read", "f32"], ["part", "read_write", "f32"]])}
 var<workgroup> acc: array<f32, ${WG}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -46,9 +46,8 @@ export function globalGradNorm(gpu: Gpu, grads: Tensor[]): Tensor {
   const out = Tensor.empty(gpu, [1]);
   const k = gpu.kernel("grad_norm_final", "f32", () =>
     `struct U { n: u32 };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> part: array<f32>;
-@group(0) @binding(2) var<storage, read_write> norm: array<f32>;
+${uniformBinding()}
+${bindings([["part", "read", "f32"], ["norm", "read_write", "f32"]])}
 var<workgroup> acc: array<f32, ${WG}>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(local_invocation_index) li: u32) {
@@ -70,8 +69,8 @@ fn main(@builtin(local_invocation_index) li: u32) {
 function zero(gpu: Gpu, t: Tensor): void {
   const k = gpu.kernel("zero_f32", "f32", () =>
     `struct U { n: u32 };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+${uniformBinding()}
+${bindings([["y", "read_write", "f32"]])}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) { let i = ${linearIndex(WG)}; if (i < u.n) { y[i] = 0.0; } }`);
   gpu.dispatch(k, [t.buffer], packUniforms([t.size]), grid1d(gpu, t.size, WG));
@@ -111,12 +110,14 @@ export function adamwUpdate(
     () =>
       `struct U { n: u32, lr: f32, b1: f32, b2: f32, eps: f32, wd: f32, bc1: f32, bc2sqrt: f32,
   maxNorm: f32, gscale: f32 };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read_write> p: array<f32>;
-@group(0) @binding(2) var<storage, read> g: array<f32>;
-@group(0) @binding(3) var<storage, read_write> m: array<f32>;
-@group(0) @binding(4) var<storage, read_write> v: array<f32>;
-@group(0) @binding(5) var<storage, read> norm: array<f32>;
+${uniformBinding()}
+${
+        bindings([["p", "read_write", "f32"], ["g", "read", "f32"], ["m", "read_write", "f32"], [
+          "v",
+          "read_write",
+          "f32",
+        ], ["norm", "read", "f32"]])
+      }
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let i = ${linearIndex(WG)};
@@ -159,9 +160,8 @@ export function emaUpdate(shadow: Tensor, p: Tensor, decay: number): void {
   const gpu = p.gpu;
   const k = gpu.kernel("ema_update", "f32", () =>
     `struct U { n: u32, d: f32 };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read_write> s: array<f32>;
-@group(0) @binding(2) var<storage, read> p: array<f32>;
+${uniformBinding()}
+${bindings([["s", "read_write", "f32"], ["p", "read", "f32"]])}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let i = ${linearIndex(WG)};

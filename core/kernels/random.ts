@@ -9,6 +9,7 @@ import { GpuError } from "../gpu/errors.ts";
 import { splitU53 } from "../tensor/philox.ts";
 import { type DType, numel, Tensor } from "../tensor/tensor.ts";
 import { grid1d, GRID_ARGS, header, linearIndex, packUniforms, wgslType } from "./common.ts";
+import { bindings, uniformBinding } from "./bindings.ts";
 import { MATH_WGSL, PHILOX_WGSL } from "./wgsl_math.ts";
 
 const WG = 256;
@@ -49,8 +50,8 @@ function draw(dist: Dist, gpu: Gpu, shape: readonly number[], opts: RandomOption
   const k = gpu.kernel(`random_${dist}`, T, () =>
     `${header(dtype)}
 struct U { n: u32, k0: u32, k1: u32, o0: u32, o1: u32 };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read_write> y: array<${T}>;
+${uniformBinding()}
+${bindings([["y", "read_write", T]])}
 ${PHILOX_WGSL}
 ${MATH_WGSL}
 @compute @workgroup_size(${WG})
@@ -133,10 +134,14 @@ export async function philoxBlocksGpu(
   const out = Tensor.empty(gpu, [n, 4], "i32");
   const k = gpu.kernel("philox_blocks", "", () =>
     `struct U { n: u32 };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> ctr: array<vec4<u32>>;
-@group(0) @binding(2) var<storage, read> key: array<vec2<u32>>;
-@group(0) @binding(3) var<storage, read_write> y: array<vec4<u32>>;
+${uniformBinding()}
+${
+      bindings([["ctr", "read", "vec4<u32>"], ["key", "read", "vec2<u32>"], [
+        "y",
+        "read_write",
+        "vec4<u32>",
+      ]])
+    }
 ${PHILOX_WGSL}
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

@@ -41,6 +41,7 @@ import {
   packUniforms,
   wgslType,
 } from "./common.ts";
+import { bindings, uniformBinding } from "./bindings.ts";
 import { broadcastTo } from "./broadcast.ts";
 
 const WG = 64;
@@ -368,9 +369,13 @@ struct U {
   n: u32, k1: u32, r1: u32, k2: u32, r2: u32, p1: u32, p2: u32, chunk: u32,
   kout: u32, wm: u32, ws: u32, alpha: f32, pp: u32, ppLog: u32, ccLog: u32, sfast: u32,
 };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var ${tex ? "x: texture_2d<f32>" : `<storage, read> x: array<${TI}>`};
-@group(0) @binding(2) var<storage, read_write> y: array<${TO}>;
+${uniformBinding()}
+${
+        bindings([
+          tex ? ["x", "texture", "texture_2d<f32>"] : ["x", "read", TI],
+          ["y", "read_write", TO],
+        ])
+      }
 ${load}
 ${partial}
 ${store}

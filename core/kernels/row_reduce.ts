@@ -219,16 +219,3 @@ export function rowGrid(gpu: Gpu, rows: number): [number, number] {
 
 /** The WGSL literal used as minus infinity (WGSL has no infinity literal). */
 export const NEG_BIG = "-3.0e38";
-
-/** One storage binding: [name, access, WGSL element type]. */
-export type Binding = [string, "read" | "read_write", string];
-
-/**
- * Storage binding declarations from @binding(1) in order (binding 0 is the uniform). Optional
- * operands are left out of the list, so the auto layout and the bound buffers always agree.
- */
-export function storageBindings(list: (Binding | null)[]): string {
-  return list.filter((b): b is Binding => b !== null).map(([n, a, t], i) =>
-    `@group(0) @binding(${i + 1}) var<storage, ${a}> ${n}: array<${t}>;`
-  ).join("\n");
-}

@@ -10,6 +10,7 @@ import { record } from "../tensor/autograd.ts";
 import { keep } from "../tensor/scope.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { checkArgs, header, packUniforms, sameDtype, wgslType } from "./common.ts";
+import { bindings, uniformBinding } from "./bindings.ts";
 import {
   MAX_REGS,
   NEG_BIG,
@@ -74,9 +75,8 @@ function forwardKernel(x: Tensor): Tensor {
   const k = gpu.kernel("softmax", `${T}|${tpr}|${regs ? cols : 0}`, () =>
     `${header(x.dtype)}
 struct U { rows: u32, cols: u32 };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> x: array<${T}>;
-@group(0) @binding(2) var<storage, read_write> y: array<${T}>;
+${uniformBinding()}
+${bindings([["x", "read", T], ["y", "read_write", T]])}
 ${segReduceWgsl(tpr)}
 @compute @workgroup_size(${WG})
 fn main(${ROW_ARGS}) {
@@ -109,10 +109,8 @@ export function softmaxBackward(y: Tensor, g: Tensor): Tensor {
   const k = gpu.kernel("softmax_backward", `${T}|${tpr}|${regs ? cols : 0}`, () =>
     `${header(dt)}
 struct U { rows: u32, cols: u32 };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> y: array<${T}>;
-@group(0) @binding(2) var<storage, read> g: array<${T}>;
-@group(0) @binding(3) var<storage, read_write> dx: array<${T}>;
+${uniformBinding()}
+${bindings([["y", "read", T], ["g", "read", T], ["dx", "read_write", T]])}
 ${segReduceWgsl(tpr)}
 @compute @workgroup_size(${WG})
 fn main(${ROW_ARGS}) {

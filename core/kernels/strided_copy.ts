@@ -17,6 +17,7 @@ import {
   stridesOf,
   wgslType,
 } from "./common.ts";
+import { bindings, uniformBinding } from "./bindings.ts";
 
 const WG = 256;
 const MAX_RANK = 8;
@@ -43,9 +44,8 @@ export function stridedCopy(
     `${header(src.dtype)}
 struct U { n: u32, rank: u32, sbase: u32, dbase: u32,
   shape: array<vec4<u32>, 2>, ss: array<vec4<i32>, 2>, ds: array<vec4<i32>, 2> };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> src: array<${T}>;
-@group(0) @binding(2) var<storage, read_write> dst: array<${T}>;
+${uniformBinding()}
+${bindings([["src", "read", T], ["dst", "read_write", T]])}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
   let i = ${linearIndex(WG)};

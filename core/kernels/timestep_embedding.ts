@@ -22,6 +22,7 @@ import {
   packUniforms,
   wgslType,
 } from "./common.ts";
+import { bindings, uniformBinding } from "./bindings.ts";
 import { MATH_WGSL } from "./wgsl_math.ts";
 
 const WG = 256;
@@ -108,10 +109,8 @@ export function timestepEmbedding(
   const k = gpu.kernel("timestep_embedding", `${Ti}|${To}`, () =>
     `${header(timesteps.dtype, dtype)}
 struct U { n: u32, dim: u32, half: u32, flip: u32, scale: f32 };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> ts: array<${Ti}>;
-@group(0) @binding(2) var<storage, read> freq: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<${To}>;
+${uniformBinding()}
+${bindings([["ts", "read", Ti], ["freq", "read", "f32"], ["y", "read_write", To]])}
 ${MATH_WGSL}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {

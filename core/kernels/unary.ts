@@ -14,26 +14,13 @@ import {
   packUniforms,
   wgslType,
 } from "./common.ts";
+import { bindings, opt, uniformBinding } from "./bindings.ts";
+import { ERF_WGSL, GELU_WGSL } from "./wgsl_math.ts";
 
 const WG = 256;
 
-/** WGSL helpers the expressions may call. erf: Abramowitz-Stegun 7.1.26 refined, |err| < 2e-7. */
-const FUNCS = `
-fn erf_(x: f32) -> f32 {
-  let s = sign(x);
-  let a = abs(x);
-  let t = 1.0 / (1.0 + 0.3275911 * a);
-  let p = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
-  return s * (1.0 - p * exp(-a * a));
-}
-fn erf_acc(x: f32) -> f32 {
-  // Series near zero where the rational form loses relative accuracy.
-  if (abs(x) < 0.5) {
-    let x2 = x * x;
-    return 1.1283791671 * x * (1.0 + x2 * (-0.3333333333 + x2 * (0.1 + x2 * (-0.0238095238 + x2 * 0.0046296296))));
-  }
-  return erf_(x);
-}
+/** WGSL helpers the expressions may call (erf and GELU from wgsl_math.ts). */
+const FUNCS = `${ERF_WGSL}${GELU_WGSL}
 fn sigmoid_(x: f32) -> f32 { return 1.0 / (1.0 + exp(-x)); }
 fn tanh_(x: f32) -> f32 { let c = clamp(x, -15.0, 15.0); let e = exp(2.0 * c); return (e - 1.0) / (e + 1.0); }
 const K0: f32 = 0.7978845608028654;
@@ -51,9 +38,8 @@ const MAPS: Record<string, MapDef> = {
   neg: { f: "-x", df: "-1.0" },
   silu: { f: "x * sigmoid_(x)", df: "sigmoid_(x) * (1.0 + x * (1.0 - sigmoid_(x)))" },
   gelu: {
-    f: "0.5 * x * (1.0 + erf_acc(x * 0.7071067811865476))",
-    df:
-      "0.5 * (1.0 + erf_acc(x * 0.7071067811865476)) + x * 0.3989422804014327 * exp(-0.5 * x * x)",
+    f: "gelu_(x)",
+    df: "dgelu_(x)",
   },
   gelu_tanh: {
     f: "0.5 * x * (1.0 + tanh_(K0 * (x + K1 * x * x * x)))",
@@ -79,14 +65,8 @@ function launch(name: MapName, x: Tensor, a: number, b: number, g?: Tensor): Ten
   const k = gpu.kernel(`${name}${grad ? "_backward" : ""}`, T, () =>
     `${header(x.dtype)}
 struct U { n: u32, a: f32, b: f32 };
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> xs: array<${T}>;
-${
-      grad
-        ? `@group(0) @binding(2) var<storage, read> gs: array<${T}>;
-@group(0) @binding(3) var<storage, read_write> ys: array<${T}>;`
-        : `@group(0) @binding(2) var<storage, read_write> ys: array<${T}>;`
-    }
+${uniformBinding()}
+${bindings([["xs", "read", T], opt(grad, ["gs", "read", T]), ["ys", "read_write", T]])}
 ${FUNCS}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {

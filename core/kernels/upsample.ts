@@ -18,6 +18,7 @@ import {
   packUniforms,
   wgslType,
 } from "./common.ts";
+import { bindings, uniformBinding } from "./bindings.ts";
 
 const WG = 256;
 
@@ -79,9 +80,8 @@ function forwardRaw(x: Tensor, outH: number, outW: number): Tensor {
   const k = gpu.kernel("interpolate_nearest", T, () =>
     `${header(x.dtype)}
 ${STRUCT}
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> x: array<${T}>;
-@group(0) @binding(2) var<storage, read_write> y: array<${T}>;
+${uniformBinding()}
+${bindings([["x", "read", T], ["y", "read_write", T]])}
 ${NEAREST_IDX}
 @compute @workgroup_size(${WG})
 fn main(${GRID_ARGS}) {
@@ -112,9 +112,8 @@ function backwardRaw(g: Tensor, inH: number, inW: number): Tensor {
   const k = gpu.kernel("interpolate_nearest_backward", T, () =>
     `${header(g.dtype)}
 ${STRUCT}
-@group(0) @binding(0) var<uniform> u: U;
-@group(0) @binding(1) var<storage, read> g: array<${T}>;
-@group(0) @binding(2) var<storage, read_write> gx: array<${T}>;
+${uniformBinding()}
+${bindings([["g", "read", T], ["gx", "read_write", T]])}
 ${NEAREST_IDX}
 // First output index whose source could be s: an estimate s * out / in, backed off by one so f32
 // rounding in nearest_idx cannot make us miss a child; the loop checks each candidate exactly.

@@ -8,6 +8,8 @@
  *   error about 1e-7 for |x| up to ~12800 (k * P2 stays exact while k < 2^13).
  * - `sincos_turns(u)`: (sin 2 pi u, cos 2 pi u) for u in [0, 1) with an exact quarter-turn reduction.
  * - `log_acc(x)`: ln x for positive normal x, relative error ~1e-7 even near x = 1.
+ * - `erf_acc(x)`: erf with |error| < 2e-7, and `gelu_(x)` / `dgelu_(x)`, the exact (erf) GELU and its
+ *   derivative, shared by unary.ts and geglu.ts so both GELUs agree.
  */
 
 /** Philox-4x32-10 in WGSL; see core/tensor/philox.ts for the host twin. */
@@ -74,5 +76,34 @@ fn log_acc(x: f32) -> f32 {
   let fe = f32(e);
   // ln 2 split so fe * hi is exact.
   return fe * 0.693145751953125 + (lm + fe * 1.4286068203094172e-06);
+}
+`;
+
+/**
+ * erf in f32: `erf_` is Abramowitz-Stegun 7.1.26 refined (|error| < 2e-7); `erf_acc` takes a series
+ * near zero, where the rational form loses relative accuracy.
+ */
+export const ERF_WGSL = `
+fn erf_(x: f32) -> f32 {
+  let s = sign(x);
+  let a = abs(x);
+  let t = 1.0 / (1.0 + 0.3275911 * a);
+  let p = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+  return s * (1.0 - p * exp(-a * a));
+}
+fn erf_acc(x: f32) -> f32 {
+  if (abs(x) < 0.5) {
+    let x2 = x * x;
+    return 1.1283791671 * x * (1.0 + x2 * (-0.3333333333 + x2 * (0.1 + x2 * (-0.0238095238 + x2 * 0.0046296296))));
+  }
+  return erf_(x);
+}
+`;
+
+/** The exact GELU x Phi(x) and its derivative, on {@link ERF_WGSL} (include both). */
+export const GELU_WGSL = `
+fn gelu_(x: f32) -> f32 { return 0.5 * x * (1.0 + erf_acc(x * 0.7071067811865476)); }
+fn dgelu_(x: f32) -> f32 {
+  return 0.5 * (1.0 + erf_acc(x * 0.7071067811865476)) + x * 0.3989422804014327 * exp(-0.5 * x * x);
 }
 `;

@@ -8,8 +8,6 @@ import { tidy } from "../tensor/scope.ts";
 import { type Init, Module, newInit } from "../nn/module.ts";
 import { Conv2d, GroupNorm, Linear } from "../nn/layers.ts";
 import * as ops from "../ops.ts";
-import { attention } from "../kernels/attention.ts";
-import { randomNormal } from "../kernels/random.ts";
 import { ResnetBlock2D, runBlock, Upsample2D } from "./unet_blocks.ts";
 import { ConfigError } from "./unet2d_condition.ts";
 
@@ -85,7 +83,7 @@ class VaeAttention extends Module {
   forward(x: Tensor): Tensor {
     const [B, C, H, W] = x.shape;
     const h = ops.reshape(ops.permute(this.group_norm.forward(x), [0, 2, 3, 1]), [B, H * W, C]);
-    const a = attention(this.to_q.forward(h), this.to_k.forward(h), this.to_v.forward(h), {
+    const a = ops.attention(this.to_q.forward(h), this.to_k.forward(h), this.to_v.forward(h), {
       heads: 1,
       scale: 1 / Math.sqrt(C),
     });
@@ -257,7 +255,7 @@ export class AutoencoderKL extends Module {
   encodeSample(x: Tensor, seed: number): Tensor {
     return tidy(() => {
       const { mean, logvar } = this.encode(x);
-      const eps = randomNormal(x.gpu, mean.shape, { seed });
+      const eps = ops.randomNormal(x.gpu, mean.shape, { seed });
       return ops.add(mean, ops.mul(ops.exp(ops.scale(logvar, 0.5)), eps));
     });
   }

@@ -11,9 +11,6 @@ import { noGrad } from "../tensor/autograd.ts";
 import { type Init, Module, newInit, parameter } from "../nn/module.ts";
 import { LayerNorm, Linear } from "../nn/layers.ts";
 import * as ops from "../ops.ts";
-import { matmul } from "../kernels/matmul.ts";
-import { softmax } from "../kernels/softmax.ts";
-import { embedding } from "../kernels/embedding.ts";
 import { ConfigError } from "./unet2d_condition.ts";
 
 /** A token embedding table [vocab, dim] (PyTorch init N(0, 1)). */
@@ -24,7 +21,7 @@ class Embedding extends Module {
     this.weight = parameter(init.gpu, [n, d], init.rng.normal(n * d));
   }
   forward(ids: Tensor): Tensor {
-    return embedding(ids, this.weight);
+    return ops.embedding(ids, this.weight);
   }
 }
 
@@ -66,9 +63,9 @@ function maskedAttention(
   const [B, L, D] = q.shape;
   const hd = D / heads;
   const split = (t: Tensor) => ops.permute(ops.reshape(t, [B, L, heads, hd]), [0, 2, 1, 3]);
-  let s = ops.scale(matmul(split(q), split(k), { transB: true }), 1 / Math.sqrt(hd));
+  let s = ops.scale(ops.matmul(split(q), split(k), { transB: true }), 1 / Math.sqrt(hd));
   if (bias) s = ops.add(s, bias);
-  const o = matmul(softmax(s), split(v));
+  const o = ops.matmul(ops.softmax(s), split(v));
   return ops.reshape(ops.permute(o, [0, 2, 1, 3]), [B, L, D]);
 }
 

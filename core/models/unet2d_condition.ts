@@ -8,7 +8,6 @@ import { tidy } from "../tensor/scope.ts";
 import { type Init, Module, newInit } from "../nn/module.ts";
 import { Conv2d, GroupNorm, Linear } from "../nn/layers.ts";
 import * as ops from "../ops.ts";
-import { timestepEmbedding } from "../kernels/timestep_embedding.ts";
 import { type BlockCommon, DownBlock, MidBlock, UpBlock } from "./unet_blocks.ts";
 
 /** The config fields this model reads, with diffusers' defaults. */
@@ -264,7 +263,7 @@ export class UNet2DConditionModel extends Module {
       let x = ops.cast(sample, dt);
       if (c.center_input_sample) x = ops.scale(x, 2, -1);
       context = ops.cast(context, dt);
-      const tProj = timestepEmbedding(timesteps, c.block_out_channels[0], {
+      const tProj = ops.timestepEmbedding(timesteps, c.block_out_channels[0], {
         flipSinToCos: c.flip_sin_to_cos,
         downscaleFreqShift: c.freq_shift,
         dtype: dt,

@@ -10,7 +10,6 @@ import { type Init, Module } from "../nn/module.ts";
 import { Conv2d, GroupNorm, Linear } from "../nn/layers.ts";
 import { Transformer2DModel, type TransformerOpts } from "../nn/transformer.ts";
 import * as ops from "../ops.ts";
-import { interpolateNearest } from "../kernels/upsample.ts";
 
 /** Runs a block in its own memory scope, checkpointed when asked. */
 export function runBlock(ckpt: boolean, fn: (...xs: Tensor[]) => Tensor, xs: Tensor[]): Tensor {
@@ -78,7 +77,7 @@ export class Upsample2D extends Module {
   }
   forward(x: Tensor, size?: [number, number]): Tensor {
     const [, , H, W] = x.shape;
-    const up = interpolateNearest(x, size?.[0] ?? 2 * H, size?.[1] ?? 2 * W);
+    const up = ops.interpolateNearest(x, size?.[0] ?? 2 * H, size?.[1] ?? 2 * W);
     return this.conv.forward(up);
   }
 }

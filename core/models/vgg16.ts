@@ -32,7 +32,6 @@ import type { Tensor } from "../tensor/tensor.ts";
 import { Module, newInit } from "../nn/module.ts";
 import { Conv2d } from "../nn/layers.ts";
 import * as ops from "../ops.ts";
-import { maxPool2x2 } from "../kernels/max_pool.ts";
 import { openWeights, type WeightReader } from "../io/weights.ts";
 import { loadModule } from "./load.ts";
 import { runBlock } from "./unet_blocks.ts";
@@ -111,7 +110,7 @@ export class Vgg16Features extends Module {
   }
 
   private stage(s: number, x: Tensor): Tensor {
-    let h = s > 0 ? maxPool2x2(x) : x;
+    let h = s > 0 ? ops.maxPool2x2(x) : x;
     for (let j = 0; j < CONVS_PER_STAGE[s]; j++) {
       h = ops.relu(this.features[VGG16_STAGE_START[s] + 2 * j]!.forward(h));
     }

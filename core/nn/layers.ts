@@ -4,10 +4,7 @@
  */
 import type { Tensor } from "../tensor/tensor.ts";
 import { type Init, Module, parameter } from "./module.ts";
-import { linear } from "../kernels/matmul.ts";
-import { conv2d } from "../kernels/conv2d.ts";
-import { groupNorm } from "../kernels/group_norm.ts";
-import { layerNorm } from "../kernels/layer_norm.ts";
+import { conv2d, groupNorm, layerNorm, linear } from "../ops.ts";
 
 /** y = x W^T + b; weight [out, in]. PyTorch init: U(-1/sqrt(in), 1/sqrt(in)) for both. */
 export class Linear extends Module {

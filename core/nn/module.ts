@@ -5,7 +5,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import { keep } from "../tensor/scope.ts";
 import { noGrad } from "../tensor/autograd.ts";
-import { cast } from "../kernels/cast.ts";
+import { cast } from "../ops.ts";
 import { Tensor } from "../tensor/tensor.ts";
 
 const PARAM = Symbol("parameter");

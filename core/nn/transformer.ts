@@ -6,9 +6,6 @@ import type { Tensor } from "../tensor/tensor.ts";
 import { type Init, Module } from "./module.ts";
 import { Conv2d, GroupNorm, LayerNorm, Linear } from "./layers.ts";
 import * as ops from "../ops.ts";
-import { attention } from "../kernels/attention.ts";
-import { matmul } from "../kernels/matmul.ts";
-import { geglu } from "../kernels/geglu.ts";
 
 export class Attention extends Module {
   to_q: Linear;
@@ -36,7 +33,7 @@ export class Attention extends Module {
     const q = this.to_q.forward(x);
     const k = this.to_k.forward(ctx);
     const v = this.to_v.forward(ctx);
-    const a = attention(q, k, v, { heads: this.heads, scale: 1 / Math.sqrt(this.dimHead) });
+    const a = ops.attention(q, k, v, { heads: this.heads, scale: 1 / Math.sqrt(this.dimHead) });
     return this.to_out[0].forward(a);
   }
 }
@@ -48,7 +45,7 @@ class GEGLUProj extends Module {
     this.proj = new Linear(init, dim, inner * 2);
   }
   forward(x: Tensor): Tensor {
-    return geglu(this.proj.forward(x));
+    return ops.geglu(this.proj.forward(x));
   }
 }
 
@@ -134,7 +131,7 @@ export class Transformer2DModel extends Module {
     // proj_in (a Linear, or a 1x1 Conv2d: the same [inner, C] matrix) straight into token layout:
     // tokens[b] = normed[b]^T W^T, one GEMM instead of a permute and a projection.
     const w = this.proj_in.weight;
-    let h = matmul(normed, ops.reshape(w, [inner, C]), {
+    let h = ops.matmul(normed, ops.reshape(w, [inner, C]), {
       transA: true,
       transB: true,
       bias: this.proj_in.bias ?? undefined,

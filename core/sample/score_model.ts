@@ -25,7 +25,7 @@ import { findWeights, readJson } from "../models/diffusers_folder.ts";
 import { loadModule, type LoadReport } from "../models/load.ts";
 import { openWeights, type WeightReader } from "../io/weights.ts";
 import { SafetensorsFile } from "../io/safetensors.ts";
-import type { TimestepOrientation } from "../../configs/default.ts";
+import type { TimestepOrientation } from "../flow/time.ts";
 
 /** Where the weights came from. */
 export type ScoreModelFormat = "safetensors" | "torch" | "diffusers" | "pretrained" | "fresh";

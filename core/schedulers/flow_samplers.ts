@@ -7,13 +7,14 @@
  */
 
 import { solveRK45 } from "./dormand_prince.ts";
-import { axpy, meanSquaredDifference, toF32, type Vec } from "./vec.ts";
+import { axpy, toF32, type Vec } from "./vec.ts";
+import { FLOW_EPS } from "../flow/time.ts";
+import { PathStats } from "../flow/straightness.ts";
+
+export { FLOW_EPS };
 
 /** Velocity model v(x, t): returns dx/dt with the length of `x`. */
 export type VelocityModel = (x: Float32Array, t: number) => Promise<Float32Array>;
-
-/** The original's start time: integration runs over [eps, 1]. */
-export const FLOW_EPS = 1e-3;
 
 /** Options of {@link eulerSample}. */
 export interface EulerOptions {
@@ -154,8 +155,8 @@ export interface StraightnessOptions {
 /**
  * Straightness of the flow from `z0` (rectified-flow paper, Liu et al. 2022): the Euler path is
  * simulated and S = mean over the path points of mean((x_final - x_0) - v(x_t, t))². Zero means
- * the path is a straight line travelled at constant speed. Costs `steps` model calls (the
- * velocities of the Euler pass are reused).
+ * the path is a straight line travelled at constant speed (computed by core/flow/straightness.ts).
+ * Costs `steps` model calls (the velocities of the Euler pass are reused).
  */
 export async function straightness(
   model: VelocityModel,
@@ -163,17 +164,13 @@ export async function straightness(
   options: StraightnessOptions = {},
 ): Promise<{ straightness: number; x: Float32Array; nfe: number }> {
   const steps = options.steps ?? 100;
-  const velocities: Float32Array[] = [];
+  const start = toF32(z0);
+  const stats = new PathStats(1, start.length);
   const recording: VelocityModel = async (x, t) => {
     const v = await model(x, t);
-    velocities.push(v.slice());
+    stats.add(v);
     return v;
   };
-  const run = await eulerSample(recording, z0, { steps, eps: options.eps });
-  const start = toF32(z0);
-  const displacement = new Float64Array(start.length);
-  for (let j = 0; j < start.length; j++) displacement[j] = run.x[j] - start[j];
-  let total = 0;
-  for (const v of velocities) total += meanSquaredDifference(displacement, v);
-  return { straightness: total / velocities.length, x: run.x, nfe: run.nfe };
+  const run = await eulerSample(recording, start, { steps, eps: options.eps });
+  return { straightness: stats.straightness(start, run.x)[0], x: run.x, nfe: run.nfe };
 }

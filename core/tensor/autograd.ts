@@ -134,12 +134,32 @@ function topoOrder(roots: Tensor[]): Tensor[] {
   return order;
 }
 
-function accumulateLeaf(leaf: Tensor, g: Tensor, addInto: (a: Tensor, b: Tensor) => void): void {
+/** Adds `b` into `a` in place, recording nothing: how backward sums two gradients of one tensor. */
+export type GradAccumulator = (a: Tensor, b: Tensor) => void;
+
+let gradAccumulator: GradAccumulator | null = null;
+
+/**
+ * Registers the in-place add that {@link backward} sums gradients with. The tensor layer cannot
+ * import kernels, so the kernel layer registers it once (core/kernels/binary.ts, on load).
+ */
+export function setGradAccumulator(fn: GradAccumulator): void {
+  gradAccumulator = fn;
+}
+
+function registeredAccumulator(a: Tensor, b: Tensor): void {
+  if (!gradAccumulator) {
+    throw new GpuError("backward: no gradient accumulator registered (import core/ops.ts)");
+  }
+  gradAccumulator(a, b);
+}
+
+function accumulateLeaf(leaf: Tensor, g: Tensor): void {
   if (!sameShape(leaf.shape, g.shape)) {
     throw new GpuError(`backward: gradient [${g.shape}] does not match leaf [${leaf.shape}]`);
   }
   if (leaf.grad) {
-    addInto(leaf.grad, g);
+    registeredAccumulator(leaf.grad, g);
     g.dispose();
   } else {
     leaf.grad = keep(g);
@@ -148,18 +168,15 @@ function accumulateLeaf(leaf: Tensor, g: Tensor, addInto: (a: Tensor, b: Tensor)
 
 /**
  * Backpropagates from `roots` (scalars get gradient 1 unless `grads` are given). Leaf tensors that
- * require grad accumulate into `.grad`; the graph is released as it is consumed.
+ * require grad accumulate into `.grad`; the graph is released as it is consumed. Gradients are summed
+ * with the registered accumulator ({@link setGradAccumulator}).
  */
-export function backward(
-  roots: Tensor[],
-  grads: Tensor[],
-  addInto: (a: Tensor, b: Tensor) => void,
-): void {
+export function backward(roots: Tensor[], grads: Tensor[]): void {
   const pending = new Map<Tensor, Tensor>();
   roots.forEach((r, i) => {
     const g = grads[i];
     if (!r.requiresGrad) throw new GpuError(`backward: ${r} does not require grad`);
-    if (!r.node) accumulateLeaf(r, keep(g.alias()), addInto);
+    if (!r.node) accumulateLeaf(r, keep(g.alias()));
     else pending.set(r, keep(g.alias()));
   });
   const order = topoOrder(roots);
@@ -216,11 +233,11 @@ export function backward(
           `backward of '${node.op}': gradient [${gi.shape}] for input [${input.shape}]`,
         );
       }
-      if (!input.node) accumulateLeaf(input, gi, addInto);
+      if (!input.node) accumulateLeaf(input, gi);
       else {
         const prev = pending.get(input);
         if (prev) {
-          addInto(prev, gi);
+          registeredAccumulator(prev, gi);
           gi.dispose();
         } else pending.set(input, gi);
       }

@@ -6,7 +6,6 @@
 import { backward, isGradEnabled, noGrad, record, save, setGradEnabled } from "./autograd.ts";
 import { keep } from "./scope.ts";
 import type { Tensor } from "./tensor.ts";
-import { addInPlace } from "../kernels/binary.ts";
 
 export function checkpoint(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[]): Tensor {
   if (!isGradEnabled()) return fn(...inputs);
@@ -25,7 +24,7 @@ export function checkpoint(fn: (...xs: Tensor[]) => Tensor, inputs: Tensor[]): T
       const prev = setGradEnabled(true);
       try {
         const y = fn(...leaves);
-        if (y.requiresGrad) backward([y], [g], addInPlace);
+        if (y.requiresGrad) backward([y], [g]);
         y.dispose();
       } finally {
         setGradEnabled(prev);

@@ -5,8 +5,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import { keep } from "../tensor/scope.ts";
 import { Tensor } from "../tensor/tensor.ts";
-import { fill } from "../kernels/fill.ts";
-import { adamwUpdate, globalGradNorm } from "../kernels/optim.ts";
+import { adamwUpdate, fill, globalGradNorm } from "../ops.ts";
 import { readMany } from "../tensor/readback.ts";
 
 export interface AdamWOptions {

@@ -20,7 +20,7 @@
  * import { shapeSample } from "../demo/shapes.ts";
  * import { Gpu } from "../gpu/device.ts";
  * import { loadDiffusersPipeline } from "../models/diffusers_folder.ts";
- * import { encodeCaptions } from "../generate/teacher.ts";
+ * import { encodeCaptions } from "../flow/captions.ts";
  * import { noGrad } from "../tensor/autograd.ts";
  * import { CounterRng } from "./rng.ts";
  *

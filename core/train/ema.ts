@@ -6,7 +6,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import { keep } from "../tensor/scope.ts";
 import { Tensor } from "../tensor/tensor.ts";
-import { emaUpdate } from "../kernels/optim.ts";
+import { emaUpdate } from "../ops.ts";
 import { readMany } from "../tensor/readback.ts";
 
 export class Ema {

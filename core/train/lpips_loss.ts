@@ -72,9 +72,9 @@ import {
   type LossBatch,
   reflowLoss,
   type ReflowLossOptions,
-  unetTimestep,
   type VelocityFn,
 } from "./reflow_loss.ts";
+import { unetTimestep } from "../flow/time.ts";
 
 /** The loss kinds handled here. */
 export const LPIPS_LOSSES: readonly string[] = ["lpips", "lpips+l2"];

@@ -7,7 +7,7 @@
  */
 import type { Module } from "../nn/module.ts";
 import { markParameter } from "../nn/module.ts";
-import { cast } from "../kernels/cast.ts";
+import { cast } from "../ops.ts";
 import type { Tensor } from "../tensor/tensor.ts";
 import { keep } from "../tensor/scope.ts";
 
@@ -52,6 +52,26 @@ export class LossScaler {
     this.scale = s.scale;
     this.goodSteps = s.goodSteps;
   }
+}
+
+/**
+ * The loss scaler of `training.mixed_precision` (null for "no"), restored from a resumed run's
+ * state; fp16 needs the adapter feature shader-f16.
+ */
+export function lossScalerFor(
+  mixedPrecision: string,
+  gpu: { hasF16: boolean },
+  resumed?: LossScaleState,
+): LossScaler | null {
+  if (mixedPrecision !== "fp16") return null;
+  if (!gpu.hasF16) {
+    throw new Error(
+      'config.training.mixed_precision = "fp16" needs the adapter feature shader-f16; use "no"',
+    );
+  }
+  const scaler = new LossScaler();
+  if (resumed) scaler.load(resumed);
+  return scaler;
 }
 
 /**

@@ -49,11 +49,14 @@ import type { Gpu } from "../gpu/device.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { tidy } from "../tensor/scope.ts";
 import * as ops from "../ops.ts";
-import type { TimestepOrientation } from "../../configs/default.ts";
+import { FLOW_EPS, type TimestepOrientation, unetTimestep } from "../flow/time.ts";
 import type { CounterRng } from "./rng.ts";
 
-/** The original's eps: t lives in [eps, 1]. */
-export const REFLOW_EPS = 1e-3;
+// The timestep mapping lives in core/flow/time.ts; re-exported for the loss's users.
+export { unetTimestep };
+
+/** The original's eps: t lives in [eps, 1] (the flow's eps, core/flow/time.ts). */
+export const REFLOW_EPS = FLOW_EPS;
 
 /** A parsed `reflow.reflow_t_schedule`. */
 export type TSchedule =
@@ -109,19 +112,6 @@ export function drawT(s: TSchedule, rng: CounterRng, n: number, eps = REFLOW_EPS
   return timesAt(s, rng, rng.advance(n), n, eps);
 }
 
-/**
- * The UNet timestep of flow time t: "original" = floor(999 t) (the original tool), "pretrained" =
- * 999 (1 - t) (a diffusion teacher's convention, t = 0 being noise).
- */
-export function unetTimestep(t: number, orientation: TimestepOrientation): number {
-  const tf = Math.fround(t);
-  if (orientation === "original") return Math.floor(Math.fround(999 * tf));
-  if (orientation === "pretrained") return Math.fround(999 * Math.fround(1 - tf));
-  throw new Error(
-    `config.training.timestep_orientation: "${orientation}" is not "original" or "pretrained"`,
-  );
-}
-
 /** zt = t z1 + (1 - t) z0 and target = z1 - z0 per sample, in float32 as torch computes them. */
 export function interpolate(
   z0: Float32Array,
@@ -163,7 +153,7 @@ export interface ReflowLossOptions {
  * `checkLpipsConfig` checks their settings), not by {@link reflowLoss}.
  */
 export function checkLossKind(loss: string): void {
-  // issue 8: the LPIPS losses live in lpips_loss.ts.
+  // The LPIPS losses live in lpips_loss.ts.
   if (loss === "l2" || loss === "lpips" || loss === "lpips+l2") return;
   throw new Error(
     `config.reflow.reflow_loss: unknown loss "${loss}" (expected "l2", "lpips" or "lpips+l2")`,
@@ -193,7 +183,7 @@ export function reflowLoss(
 ): Tensor {
   checkLossKind(opts.loss);
   if (opts.loss !== "l2") {
-    // issue 8: LPIPS needs the VAE and LPIPS networks; see selectReflowLoss in lpips_loss.ts.
+    // LPIPS needs the VAE and LPIPS networks; see selectReflowLoss in lpips_loss.ts.
     throw new Error(`reflowLoss computes "l2"; "${opts.loss}" is lpipsReflowLoss (lpips_loss.ts)`);
   }
   const [B, C, H, W] = batch.shape;

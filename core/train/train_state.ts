@@ -212,6 +212,32 @@ async function readTensors(
   }
 }
 
+/**
+ * Restores the checkpoint folder `path` (`training.ckpt_path`) to resume a run of `worldSize`
+ * workers: checks that its folder name and state agree on the step and that it was made by as
+ * many workers (so the data order continues); returns its JSON.
+ */
+export async function loadResumeState(
+  path: string,
+  model: Module,
+  optimizer: AdamW,
+  ema: Ema,
+  worldSize: number,
+): Promise<TrainStateJson> {
+  const step = stepFromCheckpointPath(path);
+  const s = await loadTrainState(path, model, optimizer, ema);
+  if (s.step !== step) {
+    throw new Error(`${path}: state.json says step ${s.step}, the folder name ${step}`);
+  }
+  if (s.worldSize !== worldSize) {
+    throw new Error(
+      `${path} was made by ${s.worldSize} worker(s); resume with the same number ` +
+        `(now ${worldSize}) so that the data order continues`,
+    );
+  }
+  return s;
+}
+
 /** Restores a checkpoint folder into the model, optimizer and EMA; returns its JSON. */
 export async function loadTrainState(
   dir: string,

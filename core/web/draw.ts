@@ -1,7 +1,7 @@
 /**
  * One picture from a caption with a reflowed student, the way the `sample` job and the demo draw
  * it: the caption's hidden states from the teacher's tokenizer and text encoder (no guidance), noise
- * z0 from the host Philox generator, Euler steps of the student's velocity (sample/sampler.ts), then
+ * z0 from the host Philox generator, Euler steps of the student's velocity (flow/sample_batch.ts), then
  * the VAE's decoder, or for a pixel-space model (the tiny teacher) the latents themselves as the
  * picture in [-1, 1]. Runs the same in the browser and in Deno.
  *
@@ -17,10 +17,10 @@ import type { Tensor } from "../tensor/tensor.ts";
 import type { TextTokenizer } from "../models/tokenizers/types.ts";
 import type { TextEncoder } from "../models/text_encoders.ts";
 import type { AutoencoderKL } from "../models/autoencoder_kl.ts";
-import { sampleBatch, type VelocityNet } from "../sample/sampler.ts";
-import { decodeToImages } from "../flow/images.ts";
+import { sampleBatch, type VelocityNet } from "../flow/sample_batch.ts";
+import { decodeToImages, toUnitRange } from "../flow/images.ts";
 import { batchNoise } from "../generate/noise.ts";
-import type { TimestepOrientation } from "../../configs/default.ts";
+import type { TimestepOrientation } from "../flow/time.ts";
 
 /** A loaded student and what it needs to draw. */
 export interface Student {
@@ -67,7 +67,7 @@ export function latentsToPicture(
   shape: readonly [number, number, number],
 ): Picture {
   const [C, H, W] = shape;
-  const data = Float32Array.from(x, (v) => Math.min(1, Math.max(0, v / 2 + 0.5)));
+  const data = Float32Array.from(x, toUnitRange);
   return { data, channels: C, height: H, width: W };
 }
 

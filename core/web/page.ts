@@ -77,13 +77,29 @@ function paint(canvas: HTMLCanvasElement, p: Picture): void {
   ctx.putImageData(img, 0, 0);
 }
 
-async function main(): Promise<void> {
-  setState("starting");
-  const params = new URLSearchParams(location.search);
+/** The library's modules, imported once WebGPU is known to be there (see the imports' note). */
+async function importLibrary() {
+  const [{ Gpu }, { overridesFromEnv }, { drawPicture }, { loadWebStudent }] = await Promise.all([
+    import("../gpu/device.ts"),
+    import("../gpu/capabilities.ts"),
+    import("./draw.ts"),
+    import("./student.ts"),
+  ]);
+  return { Gpu, overridesFromEnv, drawPicture, loadWebStudent };
+}
+
+type Library = Awaited<ReturnType<typeof importLibrary>>;
+
+/** Fills the form's caption, steps and seed from the URL's parameters of those names. */
+function fillFormFromUrl(params: URLSearchParams): void {
   for (const id of ["caption", "steps", "seed"]) {
     const v = params.get(id);
     if (v !== null) $<HTMLInputElement>(id).value = v;
   }
+}
+
+/** Whether this browser offers WebGPU with an adapter; says why not on the page otherwise. */
+async function checkWebGpu(): Promise<boolean> {
   if (!("gpu" in navigator) || !navigator.gpu) {
     setState("no-webgpu");
     message(
@@ -92,7 +108,7 @@ async function main(): Promise<void> {
         "Windows — and open the page from http://localhost or https (WebGPU needs a secure " +
         "context). On Linux, Chrome may need chrome://flags/#enable-unsafe-webgpu.",
     );
-    return;
+    return false;
   }
   // Browsers that have the API but no adapter (Linux Chrome without its WebGPU flag, a blocked
   // GPU) get told so before the library's driver advice, which is about machines, not browsers.
@@ -104,33 +120,36 @@ async function main(): Promise<void> {
         "the browser and the graphics driver; on Linux, Chrome may need " +
         "chrome://flags/#enable-unsafe-webgpu (or --enable-unsafe-webgpu).",
     );
-    return;
+    return false;
   }
-  const [{ Gpu }, { overridesFromEnv }, { drawPicture }, { loadWebStudent }] = await Promise.all([
-    import("../gpu/device.ts"),
-    import("../gpu/capabilities.ts"),
-    import("./draw.ts"),
-    import("./student.ts"),
-  ]);
-  let gpu: Gpu;
+  return true;
+}
+
+/** Opens the library's device (null once the page says why it cannot). */
+async function openGpu(lib: Library, params: URLSearchParams): Promise<Gpu | null> {
   try {
     // `?paths=no-texture` (the words of REFLOW_GPU_PATHS) switches kernel paths off, as in Deno.
-    gpu = await Gpu.open({ paths: overridesFromEnv(params.get("paths") ?? undefined) });
+    return await lib.Gpu.open({ paths: lib.overridesFromEnv(params.get("paths") ?? undefined) });
   } catch (e) {
     setState("error");
     message(`WebGPU is there but gave no usable adapter: ${(e as Error).message}`);
-    return;
+    return null;
   }
-  const adapter = adapterName(gpu);
-  $("adapter").textContent = adapter;
+}
+
+/** Streams the student in the dtype asked for, with the progress bar (null after an error). */
+async function loadStudent(
+  lib: Library,
+  gpu: Gpu,
+  params: URLSearchParams,
+): Promise<WebStudent | null> {
   const asked = params.get("dtype");
   const dtype = asked === "f16" || asked === "f32" ? asked : gpu.hasF16 ? "f16" : "f32";
   setState("loading");
   const progress = $<HTMLProgressElement>("progress");
   const progressText = $("progress-text");
-  let student: WebStudent;
   try {
-    student = await loadWebStudent(gpu, new URL("manifest.json", location.href).href, {
+    return await lib.loadWebStudent(gpu, new URL("manifest.json", location.href).href, {
       dtype,
       onProgress: (got, total, what) => {
         progress.max = total;
@@ -141,26 +160,41 @@ async function main(): Promise<void> {
   } catch (e) {
     setState("error");
     message(`Loading the model failed: ${(e as Error).message}`);
-    return;
+    return null;
   }
+}
+
+/**
+ * One drawing compiles every kernel (tens of seconds on a software adapter), so that the times
+ * shown afterwards are drawing times. False after an error.
+ */
+async function compileKernels(lib: Library, student: WebStudent): Promise<boolean> {
+  const progressText = $("progress-text");
   progressText.textContent = `weights loaded: ${mb(student.downloaded)}; compiling the kernels…`;
-  // One drawing compiles every kernel (tens of seconds on a software adapter), so that the times
-  // shown afterwards are drawing times.
   setState("compiling");
   const t0 = performance.now();
   try {
-    await drawPicture(student, "", 1, 0);
+    await lib.drawPicture(student, "", 1, 0);
   } catch (e) {
     setState("error");
     message(`The first run of the model failed: ${(e as Error).message}`);
-    return;
+    return false;
   }
   progressText.textContent = `weights loaded: ${mb(student.downloaded)}; kernels compiled in ` +
     `${((performance.now() - t0) / 1000).toFixed(1)} s`;
+  return true;
+}
+
+/** Shows which model was loaded, how. */
+function showModel(student: WebStudent): void {
   const m = student.manifest;
   $("model").textContent = `${m.student} (caption encoder of ${m.teacher})`;
   $("weights").textContent = `${student.dtype} storage · ${mb(student.downloaded)} streamed in ` +
     `pieces of at most ${mb(student.pieceBytes)} · timestep orientation ${student.orientation}`;
+}
+
+/** Enables the form: each submit draws the caption and leaves the drawing in `reflowLast`. */
+function enableDrawing(lib: Library, student: WebStudent, adapter: string): void {
   const button = $<HTMLButtonElement>("draw");
   const canvas = $<HTMLCanvasElement>("canvas");
   button.disabled = false;
@@ -174,7 +208,7 @@ async function main(): Promise<void> {
     setState("drawing");
     message("");
     try {
-      const d = await drawPicture(student, caption, steps, seed);
+      const d = await lib.drawPicture(student, caption, steps, seed);
       paint(canvas, d.picture);
       const ms = d.seconds * 1000;
       $("time").textContent = `${ms.toFixed(ms < 100 ? 1 : 0)} ms (${steps} Euler step${
@@ -199,6 +233,23 @@ async function main(): Promise<void> {
       button.disabled = false;
     }
   });
+}
+
+async function main(): Promise<void> {
+  setState("starting");
+  const params = new URLSearchParams(location.search);
+  fillFormFromUrl(params);
+  if (!(await checkWebGpu())) return;
+  const lib = await importLibrary();
+  const gpu = await openGpu(lib, params);
+  if (!gpu) return;
+  const adapter = adapterName(gpu);
+  $("adapter").textContent = adapter;
+  const student = await loadStudent(lib, gpu, params);
+  if (!student) return;
+  if (!(await compileKernels(lib, student))) return;
+  showModel(student);
+  enableDrawing(lib, student, adapter);
 }
 
 main().catch((e) => {

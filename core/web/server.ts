@@ -10,7 +10,7 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { findWeights } from "../models/diffusers_folder.ts";
-import type { TimestepOrientation } from "../../configs/default.ts";
+import type { TimestepOrientation } from "../flow/time.ts";
 import { servedLength, servedWeights } from "./served_weights.ts";
 import type { WebManifest, WeightsEntry } from "./student.ts";
 
@@ -215,11 +215,9 @@ async function weightsEntry(name: string, files: ComponentFiles): Promise<Weight
   };
 }
 
-/** Starts the server; the page is at the returned `url`. */
-export async function startWebServer(o: WebServerOptions): Promise<WebServer> {
-  const models = await resolveWebModels(o.model, o.teacher);
-  const [{ js, map }, html] = await Promise.all([bundlePage(), Deno.readTextFile(INDEX_HTML)]);
-  const manifest: WebManifest = {
+/** The manifest the page reads first: where each component's config and weights are. */
+async function webManifest(o: WebServerOptions, models: WebModels): Promise<WebManifest> {
+  return {
     student: o.model,
     teacher: o.teacher,
     unet: await weightsEntry("unet", models.unet),
@@ -228,12 +226,13 @@ export async function startWebServer(o: WebServerOptions): Promise<WebServer> {
     tokenizer: { base: "files/tokenizer/", files: models.tokenizer.files },
     orientation: models.orientation,
   };
-  const components: Record<string, ComponentFiles | null> = {
-    unet: models.unet,
-    text_encoder: models.textEncoder,
-    vae: models.vae,
-  };
-  // Every path the server answers, and the file behind it.
+}
+
+/** Every file path the server answers (configs, tokenizer files), and the file behind it. */
+function servedFiles(
+  models: WebModels,
+  components: Record<string, ComponentFiles | null>,
+): Map<string, string> {
   const files = new Map<string, string>();
   for (const [name, c] of Object.entries(components)) {
     if (c) files.set(`/files/${name}/config.json`, c.config);
@@ -241,23 +240,56 @@ export async function startWebServer(o: WebServerOptions): Promise<WebServer> {
   for (const n of models.tokenizer.files) {
     files.set(`/files/tokenizer/${n}`, join(models.tokenizer.dir, n));
   }
-  const text = (body: string, type: string, status = 200) =>
-    new Response(body, {
-      status,
-      headers: { "content-type": type, "cache-control": "no-store" },
-    });
+  return files;
+}
 
-  const handler = async (req: Request): Promise<Response> => {
+/** A small uncached response. */
+function text(body: string, type: string, status = 200): Response {
+  return new Response(body, {
+    status,
+    headers: { "content-type": type, "cache-control": "no-store" },
+  });
+}
+
+/** A component's weights in the dtype the query asks for (f32 by default); HEAD: the length. */
+async function weightsResponse(req: Request, url: URL, c: ComponentFiles): Promise<Response> {
+  const d = url.searchParams.get("dtype") ?? "f32";
+  if (d !== "f16" && d !== "f32") return text(`dtype must be f16 or f32\n`, "text/plain", 400);
+  const dtype = d === "f16" ? "F16" : "F32";
+  if (req.method === "HEAD") {
+    const length = await servedLength(c.weights, dtype);
+    return new Response(null, {
+      headers: { "content-type": "application/octet-stream", "content-length": `${length}` },
+    });
+  }
+  const { length, body } = await servedWeights(c.weights, dtype);
+  return new Response(body, {
+    headers: { "content-type": "application/octet-stream", "content-length": `${length}` },
+  });
+}
+
+/** What the handler serves. */
+interface Served {
+  html: string;
+  bundle: PageBundle;
+  manifest: WebManifest;
+  files: Map<string, string>;
+  components: Record<string, ComponentFiles | null>;
+}
+
+/** The request handler: the page, its script, the manifest, and the files the manifest names. */
+function makeHandler(s: Served): (req: Request) => Promise<Response> {
+  return async (req: Request): Promise<Response> => {
     const url = new URL(req.url);
     if (req.method !== "GET" && req.method !== "HEAD") {
       return text("method not allowed\n", "text/plain", 405);
     }
     const p = url.pathname;
-    if (p === "/" || p === "/index.html") return text(html, "text/html; charset=utf-8");
-    if (p === "/app.js") return text(js, "text/javascript; charset=utf-8");
-    if (p === "/app.js.map") return text(map, "application/json");
-    if (p === "/manifest.json") return text(JSON.stringify(manifest), "application/json");
-    const file = files.get(p);
+    if (p === "/" || p === "/index.html") return text(s.html, "text/html; charset=utf-8");
+    if (p === "/app.js") return text(s.bundle.js, "text/javascript; charset=utf-8");
+    if (p === "/app.js.map") return text(s.bundle.map, "application/json");
+    if (p === "/manifest.json") return text(JSON.stringify(s.manifest), "application/json");
+    const file = s.files.get(p);
     if (file) {
       const body = await Deno.readFile(file);
       return new Response(body, {
@@ -265,24 +297,24 @@ export async function startWebServer(o: WebServerOptions): Promise<WebServer> {
       });
     }
     const m = /^\/weights\/(unet|text_encoder|vae)$/.exec(p);
-    const c = m ? components[m[1]] : null;
-    if (c) {
-      const d = url.searchParams.get("dtype") ?? "f32";
-      if (d !== "f16" && d !== "f32") return text(`dtype must be f16 or f32\n`, "text/plain", 400);
-      const dtype = d === "f16" ? "F16" : "F32";
-      if (req.method === "HEAD") {
-        const length = await servedLength(c.weights, dtype);
-        return new Response(null, {
-          headers: { "content-type": "application/octet-stream", "content-length": `${length}` },
-        });
-      }
-      const { length, body } = await servedWeights(c.weights, dtype);
-      return new Response(body, {
-        headers: { "content-type": "application/octet-stream", "content-length": `${length}` },
-      });
-    }
+    const c = m ? s.components[m[1]] : null;
+    if (c) return await weightsResponse(req, url, c);
     return text("not found\n", "text/plain", 404);
   };
+}
+
+/** Starts the server; the page is at the returned `url`. */
+export async function startWebServer(o: WebServerOptions): Promise<WebServer> {
+  const models = await resolveWebModels(o.model, o.teacher);
+  const [bundle, html] = await Promise.all([bundlePage(), Deno.readTextFile(INDEX_HTML)]);
+  const manifest = await webManifest(o, models);
+  const components: Record<string, ComponentFiles | null> = {
+    unet: models.unet,
+    text_encoder: models.textEncoder,
+    vae: models.vae,
+  };
+  const files = servedFiles(models, components);
+  const handler = makeHandler({ html, bundle, manifest, files, components });
 
   let ready!: (a: Deno.NetAddr) => void;
   const listening = new Promise<Deno.NetAddr>((r) => ready = r);
@@ -302,7 +334,7 @@ export async function startWebServer(o: WebServerOptions): Promise<WebServer> {
     url: `http://${host}:${addr.port}/`,
     port: addr.port,
     models,
-    bundleBytes: new TextEncoder().encode(js).length,
+    bundleBytes: new TextEncoder().encode(bundle.js).length,
     close: () => server.shutdown(),
   };
 }

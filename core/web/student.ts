@@ -12,11 +12,11 @@ import { markParameter, type Module } from "../nn/module.ts";
 import { keep } from "../tensor/scope.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { UNet2DConditionModel } from "../models/unet2d_condition.ts";
-import { createTextEncoder, IGNORED_TEXT_KEYS } from "../models/text_encoders.ts";
+import { createTextEncoder, IGNORED_TEXT_KEYS, type TextEncoder } from "../models/text_encoders.ts";
 import { AutoencoderKL, renameLegacyVaeKey } from "../models/autoencoder_kl.ts";
 import type { TokenizerFiles } from "../models/tokenizers/files.ts";
 import { loadTokenizerFrom } from "../models/tokenizers/from_files.ts";
-import type { TimestepOrientation } from "../../configs/default.ts";
+import type { TimestepOrientation } from "../flow/time.ts";
 import { SafetensorsStream } from "./weight_stream.ts";
 import {
   loadModuleFromStream,
@@ -144,6 +144,102 @@ function resolve(url: string, base: string): string {
 }
 
 /**
+ * Streams the weight files of one manifest into modules, one after the other, counting the bytes
+ * received for a progress display over all of them.
+ */
+class ManifestStreamer {
+  /** Bytes received so far (every file streamed). */
+  received = 0;
+  /** Piece size of the last upload, bytes. */
+  pieceBytes = 0;
+  /** Modules made so far, released together when a load fails. */
+  readonly modules: Module[] = [];
+
+  constructor(
+    private readonly gpu: Gpu,
+    private readonly manifestUrl: string,
+    private readonly dtype: "f16" | "f32",
+    private readonly total: number,
+    private readonly opts: WebLoadOptions,
+    private readonly f: typeof fetch,
+  ) {}
+
+  /** A component's config.json. */
+  config(e: WeightsEntry): Promise<Record<string, unknown>> {
+    return getJson(this.f, resolve(e.config, this.manifestUrl));
+  }
+
+  /** Streams `entry`'s weights into `module`. */
+  async stream(
+    what: string,
+    entry: WeightsEntry,
+    module: Module,
+    load: StreamLoadOptions,
+  ): Promise<StreamLoadReport> {
+    const url = `${resolve(entry.weights, this.manifestUrl)}?dtype=${this.dtype}`;
+    const res = await getOk(this.f, url);
+    if (!res.body) throw new Error(`${url}: empty response`);
+    const start = this.received;
+    const st = new SafetensorsStream(
+      res.body,
+      url,
+      (n) => this.opts.onProgress?.(start + n, this.total, what),
+    );
+    const r = await loadModuleFromStream(this.gpu, module, st, {
+      ...load,
+      pieceCap: this.opts.pieceCap,
+    });
+    this.pieceBytes = r.pieceBytes;
+    this.received += st.consumed;
+    return r;
+  }
+}
+
+/** The text encoder, f32 storage; keys it has no use for must be ones it is known to skip. */
+async function streamTextEncoder(
+  gpu: Gpu,
+  m: WebManifest,
+  manifestUrl: string,
+  s: ManifestStreamer,
+): Promise<TextEncoder> {
+  const teCfgUrl = resolve(m.textEncoder.config, manifestUrl);
+  const textEncoder = createTextEncoder(gpu, await s.config(m.textEncoder), teCfgUrl);
+  s.modules.push(textEncoder);
+  textEncoder.requiresGrad(false);
+  // Buffers (position_ids) and unused heads (pooler) are in the file but not parameters.
+  const te = await s.stream("text encoder", m.textEncoder, textEncoder, { allowUnexpected: true });
+  const bad = te.unexpected.filter((k) => !IGNORED_TEXT_KEYS(k));
+  if (bad.length) {
+    throw new Error(
+      `${m.textEncoder.weights}: unexpected keys the text encoder does not have: ` +
+        bad.slice(0, 10).join(", "),
+    );
+  }
+  return textEncoder;
+}
+
+/** The student UNet, and the timestep orientation its weights' metadata names (if any). */
+async function streamUnet(
+  gpu: Gpu,
+  m: WebManifest,
+  dtype: "f16" | "f32",
+  s: ManifestStreamer,
+): Promise<{ unet: UNet2DConditionModel; fromMeta: TimestepOrientation | undefined }> {
+  const unet = UNet2DConditionModel.create(gpu, await s.config(m.unet));
+  s.modules.push(unet);
+  unet.requiresGrad(false);
+  if (dtype === "f16") emptyF16(gpu, unet);
+  const { metadata } = await s.stream("student UNet", m.unet, unet, {});
+  const fromMeta = metadata[ORIENTATION_KEY];
+  if (fromMeta !== undefined && fromMeta !== "original" && fromMeta !== "pretrained") {
+    throw new Error(
+      `${m.unet.weights}: metadata ${ORIENTATION_KEY} = "${fromMeta}" is not "original" or "pretrained"`,
+    );
+  }
+  return { unet, fromMeta: fromMeta as TimestepOrientation | undefined };
+}
+
+/**
  * Loads the student the server at `manifestUrl` offers: tokenizer, text encoder (f32 storage),
  * UNet (f16 storage where asked for), VAE (f32) if the teacher has one.
  */
@@ -160,66 +256,19 @@ export async function loadWebStudent(
   }
   const parts = [m.unet, m.textEncoder, ...(m.vae ? [m.vae] : [])];
   const total = parts.reduce((s, p) => s + p.bytes[dtype], 0);
-  let before = 0;
-  let pieceBytes = 0;
-  const modules: Module[] = [];
-  const stream = async (
-    what: string,
-    entry: WeightsEntry,
-    module: Module,
-    load: StreamLoadOptions,
-  ): Promise<StreamLoadReport> => {
-    const url = `${resolve(entry.weights, manifestUrl)}?dtype=${dtype}`;
-    const res = await getOk(f, url);
-    if (!res.body) throw new Error(`${url}: empty response`);
-    const start = before;
-    const st = new SafetensorsStream(
-      res.body,
-      url,
-      (n) => opts.onProgress?.(start + n, total, what),
-    );
-    const r = await loadModuleFromStream(gpu, module, st, { ...load, pieceCap: opts.pieceCap });
-    pieceBytes = r.pieceBytes;
-    before += st.consumed;
-    return r;
-  };
-  const config = (e: WeightsEntry) => getJson(f, resolve(e.config, manifestUrl));
+  const s = new ManifestStreamer(gpu, manifestUrl, dtype, total, opts, f);
+  const modules = s.modules;
   try {
     const tokBase = resolve(m.tokenizer.base, manifestUrl);
     const tokenizer = await loadTokenizerFrom(urlFiles(tokBase, m.tokenizer.files, f));
-
-    const teCfgUrl = resolve(m.textEncoder.config, manifestUrl);
-    const textEncoder = createTextEncoder(gpu, await config(m.textEncoder), teCfgUrl);
-    modules.push(textEncoder);
-    textEncoder.requiresGrad(false);
-    // Buffers (position_ids) and unused heads (pooler) are in the file but not parameters.
-    const te = await stream("text encoder", m.textEncoder, textEncoder, { allowUnexpected: true });
-    const bad = te.unexpected.filter((k) => !IGNORED_TEXT_KEYS(k));
-    if (bad.length) {
-      throw new Error(
-        `${m.textEncoder.weights}: unexpected keys the text encoder does not have: ` +
-          bad.slice(0, 10).join(", "),
-      );
-    }
-
-    const unet = UNet2DConditionModel.create(gpu, await config(m.unet));
-    modules.push(unet);
-    unet.requiresGrad(false);
-    if (dtype === "f16") emptyF16(gpu, unet);
-    const { metadata } = await stream("student UNet", m.unet, unet, {});
-    const fromMeta = metadata[ORIENTATION_KEY];
-    if (fromMeta !== undefined && fromMeta !== "original" && fromMeta !== "pretrained") {
-      throw new Error(
-        `${m.unet.weights}: metadata ${ORIENTATION_KEY} = "${fromMeta}" is not "original" or "pretrained"`,
-      );
-    }
-
+    const textEncoder = await streamTextEncoder(gpu, m, manifestUrl, s);
+    const { unet, fromMeta } = await streamUnet(gpu, m, dtype, s);
     let vae: AutoencoderKL | null = null;
     if (m.vae) {
-      vae = AutoencoderKL.create(gpu, await config(m.vae));
+      vae = AutoencoderKL.create(gpu, await s.config(m.vae));
       modules.push(vae);
       vae.requiresGrad(false);
-      await stream("VAE", m.vae, vae, { renameKey: renameLegacyVaeKey });
+      await s.stream("VAE", m.vae, vae, { renameKey: renameLegacyVaeKey });
     }
     const c = unet.config;
     const side = c.sample_size;
@@ -230,13 +279,13 @@ export async function loadWebStudent(
       textEncoder,
       unet,
       vae,
-      orientation: (fromMeta as TimestepOrientation | undefined) ?? m.orientation,
+      orientation: fromMeta ?? m.orientation,
       orientationSource: fromMeta ? "weights metadata" : "server default",
       shape: [c.in_channels, side, side],
       manifest: m,
       dtype,
-      downloaded: before,
-      pieceBytes,
+      downloaded: s.received,
+      pieceBytes: s.pieceBytes,
       dispose: () => modules.forEach((x) => x.dispose()),
     };
   } catch (e) {

@@ -11,7 +11,6 @@ import { tinyModels } from "../train/_tiny.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 import { keep, tidy } from "../../core/tensor/scope.ts";
 import { backward } from "../../core/tensor/autograd.ts";
-import { addInPlace } from "../../core/kernels/binary.ts";
 import { mean } from "../../core/kernels/reduce.ts";
 import { mul } from "../../core/kernels/binary.ts";
 import { readMany } from "../../core/tensor/readback.ts";
@@ -55,7 +54,7 @@ for (const overlap of [true, false]) {
     };
     // Reference gradients without the exchange.
     const l0 = step();
-    backward([l0], [one], addInPlace);
+    backward([l0], [one]);
     l0.dispose();
     const ref = await readMany(params.map((p) => p.grad!));
     for (const p of params) {
@@ -71,7 +70,7 @@ for (const overlap of [true, false]) {
     });
     for (let s = 0; s < 2; s++) {
       const loss = step();
-      buckets.backward(() => backward([loss], [one], addInPlace));
+      buckets.backward(() => backward([loss], [one]));
       const lossValue = (await loss.toF32())[0];
       const extras = await buckets.finish([loss], [7]);
       assert.equal(extras.length, 2);

@@ -9,7 +9,7 @@ import { Tensor } from "../../core/tensor/tensor.ts";
 import { keep, tidy } from "../../core/tensor/scope.ts";
 import { backward, withGradFinalHook } from "../../core/tensor/autograd.ts";
 import { checkpoint } from "../../core/tensor/checkpoint.ts";
-import { addInPlace, mul } from "../../core/kernels/binary.ts";
+import { mul } from "../../core/kernels/binary.ts";
 import { linear } from "../../core/kernels/matmul.ts";
 import { mean } from "../../core/kernels/reduce.ts";
 import { readMany } from "../../core/tensor/readback.ts";
@@ -44,7 +44,7 @@ Deno.test("grad-final hook: once per leaf, after its last gradient", async () =>
       const snap = keep(Tensor.empty(gpu, leaf.shape));
       gpu.copy(leaf.grad!.buffer, 0, snap.buffer, 0, leaf.grad!.bytes);
       snapshots.set(leaf, snap);
-    }, () => backward([loss], [seedGrad], addInPlace));
+    }, () => backward([loss], [seedGrad]));
   });
   const params = [w1, w2, w3, b3];
   for (const p of params) {

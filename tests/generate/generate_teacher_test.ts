@@ -11,7 +11,8 @@ import { Tensor } from "../../core/tensor/tensor.ts";
 import * as ops from "../../core/ops.ts";
 import type { TextTokenizer } from "../../core/models/tokenizers/types.ts";
 import { DiffusionTeacher, type NoiseModel } from "../../core/generate/teacher.ts";
-import { FlowTeacher, flowTimestep } from "../../core/generate/flow_teacher.ts";
+import { FlowTeacher } from "../../core/generate/flow_teacher.ts";
+import { unetTimestep } from "../../core/flow/time.ts";
 import { assertClose, testGpu } from "../helpers/gpu.ts";
 
 const CASE = new URL("../fixtures/schedulers/dpmsolver_sd25/", import.meta.url).pathname;
@@ -155,7 +156,7 @@ Deno.test("flow teacher: Euler per sample, batched velocity calls, floor(999 t)"
   assertClose(z1, want, 1e-6, "z0 + v");
   assert.equal(calls.length, 4, "one batched UNet call per Euler step");
   assert.ok(calls.every(([r]) => r === 3));
-  assert.equal(flowTimestep(0.5, "original"), 499);
-  assert.equal(flowTimestep(0.25, "pretrained"), 999 * 0.75);
+  assert.equal(unetTimestep(0.5, "original"), 499);
+  assert.equal(unetTimestep(0.25, "pretrained"), 999 * 0.75);
   teacher.dispose();
 });

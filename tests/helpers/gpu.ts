@@ -4,7 +4,8 @@ import { Gpu } from "../../core/gpu/device.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 import { tidy } from "../../core/tensor/scope.ts";
 import { backward } from "../../core/tensor/autograd.ts";
-import { addInPlace } from "../../core/kernels/binary.ts";
+// Loading the kernel layer registers the gradient accumulator that backward() sums with.
+import "../../core/ops.ts";
 
 let shared: Promise<Gpu> | null = null;
 /** The GPU shared by all tests of a process. */
@@ -77,9 +78,6 @@ export function assertClose(
   assert.ok(e <= tol, `${what}: relative L2 error ${e.toExponential(3)} > ${tol}`);
 }
 
-/** Adds into a, recording nothing; the tape's gradient accumulator. */
-export const accumulate = (a: Tensor, b: Tensor): void => addInPlace(a, b);
-
 export interface OpCase {
   /** Input shapes (f32 inputs, fresh random values). */
   shapes: number[][];
@@ -124,7 +122,7 @@ export async function checkOp(c: OpCase): Promise<void> {
   const which = c.gradInputs ?? c.shapes.map((_, i) => i);
   if (c.gradTol !== 0 && which.length) {
     const gOut = Tensor.from(gpu, Float32Array.from(R), out.shape, dtype);
-    backward([out], [gOut], accumulate);
+    backward([out], [gOut]);
     gOut.dispose();
     for (const i of which) {
       const x = inputs[i];

@@ -1,14 +1,5 @@
 import assert from "node:assert/strict";
-import {
-  accumulate,
-  assertClose,
-  CAPS,
-  checkOp,
-  lacks,
-  NEEDS_TEXTURE,
-  rand,
-  testGpu,
-} from "../helpers/gpu.ts";
+import { assertClose, CAPS, checkOp, lacks, NEEDS_TEXTURE, rand, testGpu } from "../helpers/gpu.ts";
 import { attention } from "../../core/kernels/attention.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 import { tidy } from "../../core/tensor/scope.ts";
@@ -118,7 +109,7 @@ Deno.test(
     const results: Float32Array[][] = [];
     for (const path of PATHS) {
       const out = attention(q, k, v, { heads: c.h, path });
-      backward([out], [g], accumulate);
+      backward([out], [g]);
       results.push([
         await out.toF32(),
         ...await Promise.all([q, k, v].map((t) => t.grad!.toF32())),
@@ -161,7 +152,7 @@ Deno.test("attention 1024 x 1024 never allocates the score matrix", async () => 
   gpu.pool.resetPeak();
   const before2 = gpu.pool.liveBytes;
   const g = Tensor.from(gpu, Float32Array.from(rand(out.size, 9)), out.shape);
-  backward([out], [g], accumulate);
+  backward([out], [g]);
   await q.grad!.toF32();
   const grew2 = gpu.pool.peakBytes - before2;
   assert.ok(grew2 < scores / 2, `backward grew the pool by ${grew2} bytes (scores: ${scores})`);

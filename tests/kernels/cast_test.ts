@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { accumulate, checkOp, NEEDS_F16, rand, testGpu } from "../helpers/gpu.ts";
+import { checkOp, NEEDS_F16, rand, testGpu } from "../helpers/gpu.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 import { backward } from "../../core/tensor/autograd.ts";
 import { f16BitsToF32, f32ToF16Bits } from "../../core/io/half.ts";
@@ -32,7 +32,7 @@ for (const shape of [[7], [3, 5, 17], [2, 300]]) {
     const y = cast(h, "f32");
     const gv = Float32Array.from(rand(n, 4));
     const g = Tensor.from(gpu, gv, shape);
-    backward([y], [g], accumulate);
+    backward([y], [g]);
     assert.equal(x.grad!.dtype, "f32");
     assert.deepEqual([...await x.grad!.toF32()], [...gv.map(roundF16)]);
     for (const t of [x, x.grad!, h, y, g]) t.dispose();
@@ -48,7 +48,7 @@ Deno.test("cast: f16 -> f32 exact, gradient dtypes, i32 -> f32, same dtype", asy
     const y = cast(h, "f32");
     assert.deepEqual([...await y.toF32()], [...vals.map(roundF16)]);
     const g = Tensor.from(gpu, new Float32Array(vals.length).fill(0.5), [vals.length]);
-    backward([y], [g], accumulate);
+    backward([y], [g]);
     assert.equal(h.grad!.dtype, "f16");
     assert.deepEqual([...await h.grad!.toF32()], new Array(vals.length).fill(0.5));
     for (const t of [h, h.grad!, y, g]) t.dispose();

@@ -10,7 +10,6 @@ import { loadModuleFile } from "../../core/models/load.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 import { backward, noGrad } from "../../core/tensor/autograd.ts";
 import { tidy } from "../../core/tensor/scope.ts";
-import { addInPlace } from "../../core/kernels/binary.ts";
 import * as ops from "../../core/ops.ts";
 import { mse } from "../../core/kernels/mse.ts";
 import { fixtureJson, fixturePath, npyF32, npyI32 } from "./_fixtures.ts";
@@ -95,7 +94,7 @@ Deno.test("unet: reflow loss and parameter gradients match diffusers (rel L2 <= 
     `loss ${got} vs diffusers ${wantLoss}`,
   );
   const one = Tensor.from(gpu, [1], loss.shape);
-  backward([loss], [one], addInPlace);
+  backward([loss], [one]);
   const params = new Map(unet.namedParameters());
   const errors: string[] = [];
   for (const key of GRAD_KEYS) {

@@ -1,6 +1,6 @@
 /** Straightness and per-sample distance of sampled paths (host only, no GPU). */
 import assert from "node:assert/strict";
-import { PathStats, perSampleMse } from "../../core/sample/path_stats.ts";
+import { PathStats, perSampleMse } from "../../core/flow/straightness.ts";
 import { identityDecode, LATENT_SCALE } from "../../core/flow/images.ts";
 import { seededNoise } from "../../core/sample/run_sample.ts";
 import { philoxNormal } from "../../core/tensor/philox.ts";

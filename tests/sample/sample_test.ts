@@ -4,7 +4,7 @@
  * the UNet), seeded noise, the timestep orientation from checkpoint metadata, prompts, and the
  * errors for bad input.
  */
-import { encodeCaptions } from "../../core/generate/teacher.ts";
+import { encodeCaptions } from "../../core/flow/captions.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { decode } from "fast-png";

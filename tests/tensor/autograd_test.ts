@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { accumulate, assertClose, rand, testGpu } from "../helpers/gpu.ts";
+import { assertClose, rand, testGpu } from "../helpers/gpu.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 import { keep, tidy } from "../../core/tensor/scope.ts";
 import { backward, noGrad } from "../../core/tensor/autograd.ts";
@@ -33,7 +33,7 @@ async function gradOf(
   });
   const g = Tensor.empty(gpu, [1]);
   fill(g, 1);
-  backward([y], [g], accumulate);
+  backward([y], [g]);
   const out = { w: await w.grad!.toF32(), x: await x.grad!.toF32(), y: await y.toF32() };
   for (const t of [g, y, w.grad!, x.grad!, w, x]) t.dispose();
   return out;
@@ -54,7 +54,7 @@ Deno.test("gradients accumulate into .grad over two backward passes", async () =
     const y = tidy(() => ops.sum(block(w)(x)));
     const g = Tensor.empty(gpu, [1]);
     fill(g, 1);
-    backward([y], [g], accumulate);
+    backward([y], [g]);
     g.dispose();
     y.dispose();
   };
@@ -78,7 +78,7 @@ Deno.test("noGrad records nothing; backward releases saved activations", async (
   assert.ok(gpu.pool.liveBytes > before, "saved activations are held until backward");
   const g = Tensor.empty(gpu, [1]);
   fill(g, 1);
-  backward([y], [g], accumulate);
+  backward([y], [g]);
   g.dispose();
   y.dispose();
   w.grad!.dispose();

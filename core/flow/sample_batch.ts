@@ -1,7 +1,8 @@
 /**
- * One batch of the `sample` job: the student UNet as the velocity model of the rectified-flow ODE
- * dx/dt = v(x, t), integrated from z0 with Euler (`sample_N` steps, optionally the stochastic
- * `sigma_var` variant) or adaptive RK45 (rtol = atol = `ode_tol`).
+ * One batch of rectified-flow samples (the sample job, the trainer's sample grids, the demo and
+ * the web page): the student UNet as the velocity model (velocity.ts) integrated from z0 with
+ * Euler (`sample_N` steps, optionally the stochastic `sigma_var` variant) or adaptive RK45
+ * (rtol = atol = `ode_tol`).
  *
  * As the original's student sampling: the UNet gets the captions' hidden states and no
  * classifier-free guidance; the whole batch is one state vector (RK45 picks one step size for the
@@ -9,31 +10,20 @@
  * timestep is floor(999 t) ("original" orientation) for Euler and RK45 alike (the original's RK45
  * passes the raw t, a bug not copied), or 999 (1 - t) for a model trained "pretrained".
  *
- * Each velocity evaluation is one UNet pass without the autograd tape inside a `tidy` scope and one
- * read-back, so GPU memory is flat across steps.
- *
  * @module
  */
 
 import type { Gpu } from "../gpu/device.ts";
-import { Tensor } from "../tensor/tensor.ts";
-import { tidy } from "../tensor/scope.ts";
-import { noGrad } from "../tensor/autograd.ts";
-import {
-  eulerSample,
-  FLOW_EPS,
-  rk45Sample,
-  type VelocityModel,
-} from "../schedulers/flow_samplers.ts";
-import { unetTimestep } from "../train/reflow_loss.ts";
-import type { TimestepOrientation } from "../../configs/default.ts";
-import { PathStats } from "./path_stats.ts";
+import type { Tensor } from "../tensor/tensor.ts";
+import { eulerSample, type FlowSampleResult, rk45Sample } from "../schedulers/flow_samplers.ts";
+import { FLOW_EPS, type TimestepOrientation } from "./time.ts";
+import { unetVelocity, type VelocityNet } from "./velocity.ts";
+import { PathStats } from "./straightness.ts";
 
-/** What the sampler needs of a UNet. */
-export interface VelocityNet {
-  /** sample [B, C, H, W], timesteps f32 [B], context [B, L, D] -> [B, C, H, W]. */
-  forward(sample: Tensor, timesteps: Tensor, context: Tensor): Tensor;
-}
+export type { VelocityNet } from "./velocity.ts";
+
+/** The original's RK45 tolerance (`ode_tol` of its RectifiedFlow, which its configs do not expose). */
+export const DEFAULT_ODE_TOL = 1e-5;
 
 /** The ODE solvers of the original (`sampling.use_ode_sampler`). */
 export const SAMPLERS = ["euler", "rk45"] as const;
@@ -69,7 +59,7 @@ export interface BatchSampleResult {
   nfe: number;
   /** States along the path (each the whole batch), when asked for. */
   trajectory?: Float32Array[];
-  /** Straightness of each sample's path (see path_stats.ts). */
+  /** Straightness of each sample's path (see straightness.ts). */
   straightness: number[];
   /** Wall time of the integration, seconds. */
   seconds: number;
@@ -97,52 +87,9 @@ export async function sampleBatch(
     throw new Error(`sample: ${context.shape[0]} caption states for a batch of ${B}`);
   }
   const stats = new PathStats(B, n);
-  const model: VelocityModel = async (x, t) => {
-    const ts = new Float32Array(B).fill(unetTimestep(t, opts.orientation));
-    const out = noGrad(() =>
-      tidy(() =>
-        unet.forward(Tensor.from(gpu, x, [B, C, H, W]), Tensor.from(gpu, ts, [B]), context)
-      )
-    );
-    let v: Float32Array;
-    try {
-      v = await out.toF32();
-    } finally {
-      out.dispose();
-    }
-    stats.add(v);
-    return v;
-  };
-  const eps = opts.eps ?? FLOW_EPS;
+  const model = unetVelocity(gpu, unet, context, shape, opts.orientation, (v) => stats.add(v));
   const t0 = performance.now();
-  let result;
-  if (opts.sampler === "euler") {
-    let step = 0;
-    const randn = opts.sigmaVar > 0
-      ? (length: number) => {
-        if (!opts.stepNoise) throw new Error("sample: sigma_var > 0 needs a noise source");
-        return opts.stepNoise(step++, length);
-      }
-      : undefined;
-    result = await eulerSample(model, z0, {
-      steps: opts.sampleN,
-      eps,
-      returnTrajectory: opts.returnTrajectory,
-      sigmaVar: opts.sigmaVar,
-      noiseScale: opts.noiseScale,
-      randn,
-    });
-  } else if (opts.sampler === "rk45") {
-    result = await rk45Sample(model, z0, {
-      tol: opts.odeTol,
-      eps,
-      returnTrajectory: opts.returnTrajectory,
-    });
-  } else {
-    throw new Error(
-      `config.sampling.use_ode_sampler: "${opts.sampler}" is not one of ${SAMPLERS.join(", ")}`,
-    );
-  }
+  const result = await integrate(model, z0, opts);
   const seconds = (performance.now() - t0) / 1000;
   return {
     x: result.x,
@@ -151,4 +98,40 @@ export async function sampleBatch(
     straightness: stats.straightness(z0, result.x),
     seconds,
   };
+}
+
+/** Runs the solver `opts.sampler` on `model` from z0. */
+async function integrate(
+  model: ReturnType<typeof unetVelocity>,
+  z0: Float32Array,
+  opts: BatchSamplerOptions,
+): Promise<FlowSampleResult> {
+  const eps = opts.eps ?? FLOW_EPS;
+  if (opts.sampler === "euler") {
+    let step = 0;
+    const randn = opts.sigmaVar > 0
+      ? (length: number) => {
+        if (!opts.stepNoise) throw new Error("sample: sigma_var > 0 needs a noise source");
+        return opts.stepNoise(step++, length);
+      }
+      : undefined;
+    return await eulerSample(model, z0, {
+      steps: opts.sampleN,
+      eps,
+      returnTrajectory: opts.returnTrajectory,
+      sigmaVar: opts.sigmaVar,
+      noiseScale: opts.noiseScale,
+      randn,
+    });
+  }
+  if (opts.sampler === "rk45") {
+    return await rk45Sample(model, z0, {
+      tol: opts.odeTol,
+      eps,
+      returnTrajectory: opts.returnTrajectory,
+    });
+  }
+  throw new Error(
+    `config.sampling.use_ode_sampler: "${opts.sampler}" is not one of ${SAMPLERS.join(", ")}`,
+  );
 }

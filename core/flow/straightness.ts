@@ -1,6 +1,7 @@
 /**
  * Per-sample measures of a sampled flow path, gathered while the sampler runs (no extra model
- * calls, O(state) memory):
+ * calls, O(state) memory); the one straightness of the project (sample job, trainer grids,
+ * `flow_samplers.straightness`, demo, web page):
  *
  * - straightness S = mean over the velocity evaluations k of mean_j ((x_1 - x_0)_j - v_k,j)²
  *   (Liu et al. 2022): zero when the path is a straight line travelled at constant speed. It is
@@ -11,7 +12,6 @@
  *
  * @module
  */
-
 /** Accumulates the velocities of a batch of samples (sample-major state vectors). */
 export class PathStats {
   readonly #sumV: Float64Array;
