@@ -54,10 +54,19 @@ export {
 } from "./core/models/load.ts";
 export { openWeights, type WeightReader } from "./core/io/weights.ts";
 export { writeSafetensors } from "./core/io/safetensors.ts";
+export { FormatError } from "./core/io/format_error.ts";
 
 // Schedulers and samplers
 export { DPMSolverMultistepScheduler } from "./core/schedulers/dpm_solver_multistep.ts";
 export { eulerSample, rk45Sample, straightness } from "./core/schedulers/flow_samplers.ts";
+
+// Rectified flow: time mapping, caption states, the UNet as a velocity, batch sampling, images
+export { FLOW_EPS, type TimestepOrientation, unetTimestep } from "./core/flow/time.ts";
+export { encodeCaptions } from "./core/flow/captions.ts";
+export { unetVelocity, type VelocityNet } from "./core/flow/velocity.ts";
+export { sampleBatch } from "./core/flow/sample_batch.ts";
+export { PathStats } from "./core/flow/straightness.ts";
+export { decodeToImages } from "./core/flow/images.ts";
 
 // Training pieces
 export { AdamW } from "./core/train/adamw.ts";
@@ -67,3 +76,7 @@ export { lrLambda } from "./core/train/lr_schedule.ts";
 // Data
 export { decodeNpy, encodeNpy, readNpy, writeNpy } from "./core/data/npy.ts";
 export { openPairDataset } from "./core/data/dataset.ts";
+
+// Streaming weights into a model (a web page, or any HTTP source)
+export { loadModuleFromStream } from "./core/web/stream_loader.ts";
+export { loadWebStudent } from "./core/web/student.ts";
