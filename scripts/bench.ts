@@ -13,6 +13,7 @@
  * {preset, scale, adapter, date, rows} is rewritten after every row, so a run cut short keeps what
  * it measured. The job benchmarks load only when they run: the SD benchmark needs no npm package.
  */
+import { type CommandSpec, parseCommand, usageError } from "../core/config/cli.ts";
 import { Gpu } from "../core/gpu/device.ts";
 import { measurePeak } from "../core/bench/peak.ts";
 import { BENCH_CASES } from "../core/bench/cases.ts";
@@ -32,52 +33,72 @@ interface Args {
   compareDir?: string;
 }
 
-const USAGE =
-  "usage: deno task bench [--quick] [--json FILE] [--filter NAME] [--jobs|--no-jobs]\n" +
-  "       deno task bench --sd|--preset sd [--scale full|small] [--models sd15,sd21,alt] " +
-  "[--reps N] [--json FILE] [--compare-dir DIR]";
-
-export function parseArgs(args: string[]): Args {
-  const out: Args = { quick: false, sd: false, scale: "full" };
-  const value = (i: number, flag: string): string => {
-    const v = args[i];
-    if (v === undefined || v.startsWith("--")) throw new Error(`bench: ${flag} needs a value`);
-    return v;
+/** The command line; `exitOnError` false (the tests) throws instead of exiting. */
+function benchSpec(exitOnError: boolean): CommandSpec {
+  return {
+    name: "bench",
+    description: "Kernel, model and job benchmarks against the adapter's measured FMA peak, or " +
+      "(--sd) the Stable Diffusion benchmark.",
+    usage: "deno task bench [--quick] [--json FILE] [--filter NAME] [--jobs|--no-jobs]\n" +
+      "       deno task bench --sd|--preset sd [--scale full|small] [--models sd15,sd21,alt] " +
+      "[--reps N] [--json FILE] [--compare-dir DIR]",
+    options: [
+      { flags: "--quick", description: "fewer cases and repetitions", default: false },
+      { flags: "--json <file>", description: "write the JSON record here" },
+      { flags: "--filter <name>", description: "only the kernel cases whose name holds this" },
+      { flags: "--jobs", description: "run the model and job benchmarks (default: no --filter)" },
+      { flags: "--no-jobs", description: "skip the model and job benchmarks" },
+      { flags: "--sd", description: "the Stable Diffusion benchmark instead", default: false },
+      { flags: "--preset <name>", description: "sd: the same as --sd" },
+      { flags: "--scale <scale>", description: "--sd: full (a GPU) or small (the CPU smoke test)" },
+      { flags: "--models <list>", description: "--sd: comma-separated, of sd15, sd21, alt" },
+      { flags: "--reps <n>", description: "--sd: timed repetitions" },
+      { flags: "--compare-dir <dir>", description: "--sd: write inputs and outputs to compare" },
+    ],
+    exitOnError,
   };
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    if (a === "--quick") out.quick = true;
-    else if (a === "--jobs") out.jobs = true;
-    else if (a === "--no-jobs") out.jobs = false;
-    else if (a === "--json") out.json = value(++i, a);
-    else if (a === "--filter") out.filter = value(++i, a);
-    else if (a === "--sd") out.sd = true;
-    else if (a === "--preset") {
-      const p = value(++i, a);
-      if (p !== "sd") throw new Error(`bench: unknown --preset '${p}' (known: sd)`);
-      out.sd = true;
-    } else if (a === "--scale") {
-      const s = value(++i, a);
-      if (s !== "full" && s !== "small") {
-        throw new Error(`bench: --scale must be full or small, got '${s}'`);
-      }
-      out.scale = s;
-    } else if (a === "--models") out.models = value(++i, a).split(",").filter(Boolean);
-    else if (a === "--reps") {
-      const r = Number(value(++i, a));
-      if (!Number.isInteger(r) || r < 1) {
-        throw new Error(`bench: --reps must be a positive integer`);
-      }
-      out.reps = r;
-    } else if (a === "--compare-dir") out.compareDir = value(++i, a);
-    else if (a === "--help" || a === "-h") {
-      console.log(USAGE);
-      Deno.exit(0);
-    } else throw new Error(`bench: unknown argument '${a}'`);
+}
+
+/** Parses bench's flags (throwing on bad ones, unless `exitOnError`). */
+export function parseArgs(args: string[], exitOnError = false): Args {
+  const spec = benchSpec(exitOnError);
+  const o = parseCommand<{
+    quick: boolean;
+    json?: string;
+    filter?: string;
+    jobs?: boolean;
+    sd: boolean;
+    preset?: string;
+    scale?: string;
+    models?: string;
+    reps?: string;
+    compareDir?: string;
+  }>(args, spec);
+  if (o.preset !== undefined && o.preset !== "sd") {
+    usageError(spec, `unknown --preset '${o.preset}' (known: sd)`);
   }
-  const sdOnly = out.models || out.reps || out.compareDir || args.includes("--scale");
+  if (o.scale !== undefined && o.scale !== "full" && o.scale !== "small") {
+    usageError(spec, `--scale must be full or small, got '${o.scale}'`);
+  }
+  const reps = o.reps === undefined ? undefined : Number(o.reps);
+  if (reps !== undefined && (!Number.isInteger(reps) || reps < 1)) {
+    usageError(spec, "--reps must be a positive integer");
+  }
+  const out: Args = {
+    quick: o.quick,
+    json: o.json,
+    filter: o.filter,
+    jobs: o.jobs,
+    sd: o.sd || o.preset === "sd",
+    scale: (o.scale ?? "full") as SdScale,
+    models: o.models?.split(",").filter(Boolean),
+    reps,
+    compareDir: o.compareDir,
+  };
+  const sdOnly = o.models !== undefined || reps !== undefined || o.compareDir !== undefined ||
+    o.scale !== undefined;
   if (sdOnly && !out.sd) {
-    throw new Error("bench: --scale, --models, --reps and --compare-dir belong to --sd");
+    usageError(spec, "--scale, --models, --reps and --compare-dir belong to --sd");
   }
   return out;
 }
@@ -122,7 +143,7 @@ async function mainSd(gpu: Gpu, opts: Args): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const opts = parseArgs(Deno.args);
+  const opts = parseArgs(Deno.args, true);
   const gpu = await Gpu.open();
   if (opts.sd) {
     try {

@@ -6,6 +6,8 @@
  * warm up, then a batch of launches and one read-back.
  */
 
+import { parseCommand } from "../core/config/cli.ts";
+
 /** The slice of the tfjs API this script uses. */
 interface TfTensor {
   data(): Promise<unknown>;
@@ -23,7 +25,12 @@ interface Tf {
 const CORE = "npm:@tensorflow/tfjs-core@4.22.0";
 const WEBGPU = "npm:@tensorflow/tfjs-backend-webgpu@4.22.0";
 
-const quick = Deno.args.includes("--quick");
+const { quick } = parseCommand<{ quick: boolean }>(Deno.args, {
+  name: "bench_tfjs",
+  usage: "deno run -A --no-lock scripts/bench_tfjs.ts [--quick]",
+  description: "scripts/bench.ts's matmul and conv2d shapes on TensorFlow.js's WebGPU backend.",
+  options: [{ flags: "--quick", description: "fewer shapes and repetitions", default: false }],
+});
 
 let tf: Tf;
 

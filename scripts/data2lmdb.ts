@@ -7,30 +7,38 @@
  * @module
  */
 
-import { Command } from "commander";
 import cliProgress from "cli-progress";
+import { parseCommand } from "../core/config/cli.ts";
 import { data2lmdb, LMDB_FORMATS, type LmdbFormat } from "../core/data/data2lmdb.ts";
 
-const program = new Command()
-  .name("data2lmdb")
-  .description("Pack a folder of pair .npy files into an LMDB database beside it (<content>/lmdb).")
-  .requiredOption(
-    "--dpath <dir>",
-    "folder of {i}.npy pair files, e.g. data/coco2014_reflow/test/content/images",
-  )
-  .option("--batch-size <n>", "pairs read and written per batch", "256")
-  .option("--overwrite", "replace an existing <content>/lmdb", false)
-  .option(
-    "--format <format>",
-    'value format: "reflow" (this project\'s, .npy bytes) or "original" (the original Python ' +
-      "tool's pickled LMDB_ndarray values, readable by its training)",
-    "reflow",
-  )
-  .parse(["deno", "data2lmdb", ...Deno.args]);
-
-const opts = program.opts<
-  { dpath: string; batchSize: string; overwrite: boolean; format: string }
->();
+const opts = parseCommand<{ dpath: string; batchSize: string; overwrite: boolean; format: string }>(
+  Deno.args,
+  {
+    name: "data2lmdb",
+    usage: "deno task data2lmdb --dpath <dir> [options]",
+    description:
+      "Pack a folder of pair .npy files into an LMDB database beside it (<content>/lmdb).",
+    options: [
+      {
+        flags: "--dpath <dir>",
+        description: "folder of {i}.npy pair files, e.g. data/coco2014_reflow/test/content/images",
+        required: true,
+      },
+      {
+        flags: "--batch-size <n>",
+        description: "pairs read and written per batch",
+        default: "256",
+      },
+      { flags: "--overwrite", description: "replace an existing <content>/lmdb", default: false },
+      {
+        flags: "--format <format>",
+        description: 'value format: "reflow" (this project\'s, .npy bytes) or "original" (the ' +
+          "original Python tool's pickled LMDB_ndarray values, readable by its training)",
+        default: "reflow",
+      },
+    ],
+  },
+);
 const batchSize = Number(opts.batchSize);
 if (!Number.isSafeInteger(batchSize) || batchSize <= 0) {
   console.error(`--batch-size must be a positive integer, got ${opts.batchSize}`);

@@ -10,52 +10,56 @@
  * student at 1 and 4 Euler steps: pictures, the checker's accuracy, time per image, straightness
  * and the loss curve. `--quick` is the CI size (a few pairs and steps).
  */
-import { parseArgs } from "node:util";
+import { intArg, numberArg, parseCommand } from "../core/config/cli.ts";
 import { demoOptions, runDemo } from "../core/demo/run_demo.ts";
 
+interface DemoArgs {
+  quick: boolean;
+  out?: string;
+  pairs?: string;
+  train_steps?: string;
+  teacher?: string;
+  student?: string;
+  student_init?: string;
+  batch_size?: string;
+  lr?: string;
+  save_student?: string;
+  resume: boolean;
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      quick: { type: "boolean", default: false },
-      out: { type: "string" },
-      pairs: { type: "string" },
-      train_steps: { type: "string" },
-      teacher: { type: "string" },
-      student: { type: "string" },
-      student_init: { type: "string" },
-      batch_size: { type: "string" },
-      lr: { type: "string" },
-      save_student: { type: "string" },
-      resume: { type: "boolean", default: false },
-      help: { type: "boolean", short: "h", default: false },
-    },
+  const values = parseCommand<DemoArgs>(Deno.args, {
+    name: "demo",
+    usage: "deno task demo [options]",
+    description: "The whole reflow pipeline (generate -> data2lmdb -> train -> sample -> report) " +
+      "on the tiny teacher of models/tiny_teacher.",
+    options: [
+      { flags: "--quick", description: "the CI size (a few pairs and steps)", default: false },
+      { flags: "--out <dir>", description: "output folder (default out/demo, or out/demo_quick)" },
+      { flags: "--pairs <n>", description: "pairs the teacher generates" },
+      { flags: "--train_steps <n>", description: "reflow training steps" },
+      { flags: "--teacher <dir>", description: "the teacher folder" },
+      { flags: "--student <file>", description: "the shipped student to compare with" },
+      { flags: "--student_init <fresh|teacher>", description: "the student's initial weights" },
+      { flags: "--batch_size <n>", description: "training batch size" },
+      { flags: "--lr <lr>", description: "learning rate" },
+      {
+        flags: "--save_student <dir>",
+        description: "also save the trained student as a diffusers UNet folder",
+      },
+      {
+        flags: "--resume",
+        description: "keep the pairs an interrupted run with the same settings made",
+        default: false,
+      },
+    ],
   });
-  if (values.help) {
-    console.log(
-      "usage: deno task demo [--quick] [--out DIR] [--pairs N] [--train_steps N] " +
-        "[--teacher DIR] [--student FILE] [--student_init fresh|teacher] [--batch_size N] [--lr LR]\n" +
-        "  [--save_student DIR]   also save the trained student as a diffusers UNet folder\n" +
-        "  [--resume]             keep the pairs an interrupted run with the same settings made",
-    );
-    return;
-  }
-  const o = demoOptions(
-    values.quick!,
-    values.out ?? (values.quick ? "out/demo_quick" : "out/demo"),
-  );
-  const int = (v: string, name: string) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be an integer >= 1`);
-    return n;
-  };
-  if (values.pairs) o.pairs = int(values.pairs, "pairs");
-  if (values.train_steps) o.trainSteps = int(values.train_steps, "train_steps");
-  if (values.batch_size) o.batchSize = int(values.batch_size, "batch_size");
-  if (values.lr) {
-    o.lr = Number(values.lr);
-    if (!(o.lr > 0)) throw new Error(`--lr must be a number > 0, got "${values.lr}"`);
-  }
+  const o = demoOptions(values.quick, values.out ?? (values.quick ? "out/demo_quick" : "out/demo"));
+  const positive = { min: 1 };
+  if (values.pairs) o.pairs = intArg(values.pairs, "--pairs", positive);
+  if (values.train_steps) o.trainSteps = intArg(values.train_steps, "--train_steps", positive);
+  if (values.batch_size) o.batchSize = intArg(values.batch_size, "--batch_size", positive);
+  if (values.lr) o.lr = numberArg(values.lr, "--lr", { min: 0, minExclusive: true });
   o.resume = values.resume;
   if (values.save_student) o.saveStudent = values.save_student;
   if (values.teacher) o.teacher = values.teacher;

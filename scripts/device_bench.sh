@@ -10,10 +10,11 @@
 # machine lacks) in .whl/ as the device README says; without them that step reports diffusers
 # missing and the rest still runs.
 #
-# Then one device call (the tree travels without node_modules: the SD benchmark needs no npm
-# package, so it runs as `deno run --no-config --no-lock`, the offline form of
-# `deno task bench --sd`):
-#   run(command="bash scripts/device_bench.sh", carry=[".device", ".whl"], timeout_s=590)
+# Then one device call. The machine reaches no registry: the npm packages travel in node_modules
+# (deno.json sets nodeModulesDir "auto"; `deno install` fills it here) and the jobs run with
+# `--cached-only`, which resolves them from there through deno.lock (checked here with an empty
+# DENO_DIR; .device ~30 MB + node_modules ~25 MB stay under the 64 MiB carry limit):
+#   run(command="bash scripts/device_bench.sh", carry=[".device", ".whl", "node_modules"], timeout_s=590)
 # What comes back under $OUT (7 files): env.txt (GPU, driver, adapter), tests.txt (the tiled
 # kernels' float64-reference tests and the dispatch-count test on the GPU), sd15.json and
 # others.json (bench --sd rows of SD-1.5, then SD-2.1 and AltDiffusion), bench.log,
@@ -49,7 +50,7 @@ ENTER=${DEVICE_BENCH_ENTER:-.device/enter.sh}
 # shellcheck disable=SC1090
 source "$ENTER"
 export __EGL_VENDOR_LIBRARY_FILENAMES=${__EGL_VENDOR_LIBRARY_FILENAMES:-/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json}
-DENO="deno run --no-config --no-lock -A"
+DENO="deno run --cached-only -A"
 T0=$(date +%s)
 left() { echo $((T0 + $1 - $(date +%s))); }
 

@@ -3,18 +3,34 @@
  *  --out <folder> [--sampler euler|rk45] [--sample_N 1] [--ode_tol 1e-5]`: a flow-teacher folder
  * that `generate` uses as its teacher (iterated reflow).
  */
-import { Command } from "commander";
+import { parseCommand } from "../core/config/cli.ts";
 import { exportFlowTeacher } from "../core/generate/export_student.ts";
 
-const cmd = new Command("export-student")
-  .requiredOption("--teacher <dir>", "the teacher's diffusers folder")
-  .requiredOption("--student <file>", "the student's score_model_s{step}.safetensors")
-  .requiredOption("--out <dir>", "the flow-teacher folder to create")
-  .option("--sampler <name>", "euler or rk45", "euler")
-  .option("--sample_N <n>", "Euler steps", "1")
-  .option("--ode_tol <x>", "RK45 tolerance", "1e-5")
-  .parse(["deno", "export-student", ...Deno.args]);
-const o = cmd.opts();
+const o = parseCommand<
+  {
+    teacher: string;
+    student: string;
+    out: string;
+    sampler: string;
+    sample_N: string;
+    ode_tol: string;
+  }
+>(Deno.args, {
+  name: "export-student",
+  usage: "deno task export-student --teacher <dir> --student <file> --out <dir> [options]",
+  options: [
+    { flags: "--teacher <dir>", description: "the teacher's diffusers folder", required: true },
+    {
+      flags: "--student <file>",
+      description: "the student's score_model_s{step}.safetensors",
+      required: true,
+    },
+    { flags: "--out <dir>", description: "the flow-teacher folder to create", required: true },
+    { flags: "--sampler <name>", description: "euler or rk45", default: "euler" },
+    { flags: "--sample_N <n>", description: "Euler steps", default: "1" },
+    { flags: "--ode_tol <x>", description: "RK45 tolerance", default: "1e-5" },
+  ],
+});
 if (o.sampler !== "euler" && o.sampler !== "rk45") {
   console.error(`--sampler must be euler or rk45, got "${o.sampler}"`);
   Deno.exit(2);

@@ -13,7 +13,8 @@
  * @module
  */
 
-import { formatConfig, loadJobConfig, parseJobArgs } from "../core/config/overrides.ts";
+import { parseJobArgs } from "../core/config/cli.ts";
+import { formatConfig, loadJobConfig } from "../core/config/overrides.ts";
 import type { GenerateConfig } from "../configs/generate.ts";
 import { runGenerate } from "../core/generate/generate.ts";
 import { splitDevicesFlag } from "../core/gpu/adapter_binding.ts";

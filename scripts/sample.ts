@@ -13,7 +13,8 @@
  * and writes `summary.rank{r}.json`, `caption.rank{r}.txt` and `manifest/rank{r}.json`.
  * `--devices 0000:01:00.0` also picks the adapter of a single process.
  */
-import { loadJobConfig, parseJobArgs } from "../core/config/overrides.ts";
+import { numberArg, parseJobArgs } from "../core/config/cli.ts";
+import { loadJobConfig } from "../core/config/overrides.ts";
 import { Gpu } from "../core/gpu/device.ts";
 import type { SampleConfig } from "../configs/sample.ts";
 import {
@@ -26,38 +27,8 @@ import { detectLaunch } from "../core/distributed/launch_env.ts";
 import { bindLocalRank } from "../core/distributed/mpi_job.ts";
 import { checkBoundAdapter, listAdapters, splitDevicesFlag } from "../core/gpu/adapter_binding.ts";
 
-/** Pulls every `--prompt <text>` / `--prompt=<text>` out of argv (commander keeps only the last). */
-function takePrompts(argv: readonly string[]): { rest: string[]; prompts: string[] } {
-  const rest: string[] = [];
-  const prompts: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === "--") {
-      rest.push(...argv.slice(i));
-      break;
-    }
-    if (a.startsWith("--prompt=")) prompts.push(a.slice("--prompt=".length));
-    else if (a === "--prompt") {
-      if (i + 1 >= argv.length) {
-        throw new Error("sample: option '--prompt <text>' argument missing");
-      }
-      prompts.push(argv[++i]);
-    } else rest.push(a);
-  }
-  return { rest, prompts };
-}
-
-function numberOption(v: unknown, flag: string, min: number, strict: boolean): number {
-  const x = Number(v);
-  if (!Number.isFinite(x) || (strict ? x <= min : x < min)) {
-    throw new Error(`${flag} must be a number ${strict ? ">" : ">="} ${min}, got ${v}`);
-  }
-  return x;
-}
-
 async function main(): Promise<void> {
-  const { rest, prompts } = takePrompts(Deno.args);
-  const args = parseJobArgs(rest, {
+  const args = parseJobArgs(Deno.args, {
     name: "sample",
     description: "Sample a rectified-flow student UNet (Euler or RK45) and save the images.",
     defaultConfig: "configs/sample.ts",
@@ -69,7 +40,8 @@ async function main(): Promise<void> {
       },
       {
         flags: "--prompt <text>",
-        description: "sample this prompt from seeded noise instead of the eval data (repeatable)",
+        description: "sample this prompt from seeded noise instead of the eval data",
+        repeatable: true,
       },
       {
         flags: "--prompts_file <file>",
@@ -94,6 +66,7 @@ async function main(): Promise<void> {
     ],
   });
   const config = await loadJobConfig<SampleConfig>(args);
+  const prompts = [...(args.options.prompt as string[])];
   const file = args.options.prompts_file;
   if (typeof file === "string") prompts.push(...(await readPromptsFile(file)));
   // One adapter per rank (issue 12), one share of the samples per rank (issue 14).
@@ -120,8 +93,8 @@ async function main(): Promise<void> {
     config,
     evalFolder: String(args.options.eval_folder),
     prompts,
-    sigmaVar: numberOption(args.options.sigma_var, "--sigma_var", 0, false),
-    odeTol: numberOption(args.options.ode_tol, "--ode_tol", 0, true),
+    sigmaVar: numberArg(args.options.sigma_var, "--sigma_var", { min: 0 }),
+    odeTol: numberArg(args.options.ode_tol, "--ode_tol", { min: 0, minExclusive: true }),
     comment: args.comment,
     shard: launch ? { rank: launch.rank, worldSize: launch.worldSize } : undefined,
   });

@@ -10,8 +10,8 @@
  * prediction with caption dropout) on it, and finally the EMA weights copied into
  * `<out>/unet/diffusion_pytorch_model.safetensors`.
  */
-import { parseArgs } from "node:util";
 import { join } from "node:path";
+import { intArg, numberArg, parseCommand } from "../core/config/cli.ts";
 import { Gpu } from "../core/gpu/device.ts";
 import { runTraining } from "../core/train/trainer.ts";
 import { loadTrainModels, openTrainData } from "../core/train/setup.ts";
@@ -21,46 +21,64 @@ import {
   writeTeacherFolder,
 } from "../core/demo/tiny_teacher.ts";
 
+type TeacherOption = "steps" | "batch_size" | "lr" | "images" | "seed" | "out" | "workdir" | "data";
+
 const exists = (p: string) => Deno.stat(p).then(() => true, () => false);
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      steps: { type: "string", default: "1500" },
-      batch_size: { type: "string", default: "16" },
-      lr: { type: "string", default: "1e-3" },
-      images: { type: "string", default: "20000" },
-      seed: { type: "string", default: "2333" },
-      out: { type: "string", default: "models/tiny_teacher" },
-      workdir: { type: "string", default: "logs/tiny_teacher" },
-      data: { type: "string", default: "out/shapes" },
-      resume: { type: "string" },
-      fresh: { type: "boolean", default: false },
-      help: { type: "boolean", short: "h", default: false },
+  const values = parseCommand<Record<TeacherOption, string> & { resume?: string; fresh: boolean }>(
+    Deno.args,
+    {
+      name: "teacher",
+      usage: "deno task teacher [options]",
+      description: "Make the tiny teacher of `deno task demo`: the shapes data set, the teacher " +
+        "folder, then diffusion training of its UNet.",
+      options: [
+        {
+          flags: "--steps <n>",
+          description: "train up to this step (counted from the first run, also when resuming)",
+          default: "1500",
+        },
+        { flags: "--batch_size <b>", description: "training batch size", default: "16" },
+        { flags: "--lr <lr>", description: "learning rate", default: "1e-3" },
+        { flags: "--images <n>", description: "shapes in the training set", default: "20000" },
+        {
+          flags: "--seed <s>",
+          description: "seed of the data set and the weights",
+          default: "2333",
+        },
+        { flags: "--out <dir>", description: "the teacher folder", default: "models/tiny_teacher" },
+        {
+          flags: "--workdir <dir>",
+          description: "the training log folder",
+          default: "logs/tiny_teacher",
+        },
+        {
+          flags: "--data <dir>",
+          description: "the shapes data set (train/, eval/)",
+          default: "out/shapes",
+        },
+        {
+          flags: "--fresh",
+          description: "write a fresh teacher folder even if one exists",
+          default: false,
+        },
+        {
+          flags: "--resume <checkpoint_dir>",
+          description: "continue training from this checkpoint",
+        },
+      ],
     },
-  });
-  if (values.help) {
-    console.log(
-      "usage: deno task teacher [--steps N] [--batch_size B] [--lr LR] [--images N] [--seed S]\n" +
-        "  [--out DIR] [--workdir DIR] [--data DIR] [--fresh] [--resume CHECKPOINT_DIR]",
-    );
-    return;
-  }
-  const int = (v: string, name: string) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be an integer >= 1`);
-    return n;
-  };
-  const steps = int(values.steps!, "steps");
-  const batchSize = int(values.batch_size!, "batch_size");
-  const images = int(values.images!, "images");
-  const seed = int(values.seed!, "seed");
-  const lr = Number(values.lr);
-  if (!(lr > 0)) throw new Error("--lr must be a number > 0");
-  const out = values.out!;
-  const trainRoot = join(values.data!, "train");
-  const evalRoot = join(values.data!, "eval");
+  );
+  const positive = { min: 1 };
+  const steps = intArg(values.steps, "--steps", positive);
+  const batchSize = intArg(values.batch_size, "--batch_size", positive);
+  const images = intArg(values.images, "--images", positive);
+  const seed = intArg(values.seed, "--seed", positive);
+  const lr = numberArg(values.lr, "--lr", { min: 0, minExclusive: true });
+  const out = values.out;
+  const trainRoot = join(values.data, "train");
+  const evalRoot = join(values.data, "eval");
 
   const gpu = await Gpu.open();
   try {
@@ -91,13 +109,13 @@ async function main(): Promise<void> {
       const r = await runTraining({
         gpu,
         config,
-        workdir: values.workdir!,
+        workdir: values.workdir,
         comment: "tiny teacher (diffusion objective on the shapes data set)",
         models,
         trainData,
         evalData,
       });
-      const weights = join(values.workdir!, "checkpoints", `score_model_s${r.step}.safetensors`);
+      const weights = join(values.workdir, "checkpoints", `score_model_s${r.step}.safetensors`);
       await Deno.copyFile(weights, join(out, "unet", "diffusion_pytorch_model.safetensors"));
       console.error(`teacher: ${r.step} steps; EMA weights ${weights} -> ${out}/unet/`);
     } finally {

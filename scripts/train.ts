@@ -16,7 +16,8 @@
  * Two ranks on one adapter are refused unless `--share_adapter`. Ctrl-C saves a checkpoint and
  * exits; resume with `--config.training.ckpt_path=<checkpoint_s{step}>`.
  */
-import { loadJobConfig, parseJobArgs } from "../core/config/overrides.ts";
+import { intArg, numberArg, parseJobArgs } from "../core/config/cli.ts";
+import { loadJobConfig } from "../core/config/overrides.ts";
 import { Gpu } from "../core/gpu/device.ts";
 import type { TrainConfig } from "../configs/train.ts";
 import { runTraining } from "../core/train/trainer.ts";
@@ -56,19 +57,7 @@ function workerArgs(argv: string[]): string[] {
   return out;
 }
 
-function intOption(v: unknown, flag: string, min: number): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) {
-    throw new Error(`${flag} must be an integer >= ${min}, got ${v}`);
-  }
-  return n;
-}
-
-function numberOption(v: unknown, flag: string): number {
-  const n = Number(v);
-  if (!Number.isFinite(n) || n <= 0) throw new Error(`${flag} must be a number > 0, got ${v}`);
-  return n;
-}
+const POSITIVE = { min: 0, minExclusive: true };
 
 /** The exchange settings shared by every rank (they must agree). */
 function bucketOptions(o: Record<string, unknown>): BucketOptions {
@@ -77,7 +66,7 @@ function bucketOptions(o: Record<string, unknown>): BucketOptions {
     throw new Error(`--grad_transport must be f32 or f16, got ${transport}`);
   }
   return {
-    bucketBytes: Math.round(numberOption(o.bucket_mb, "--bucket_mb") * 1024 * 1024),
+    bucketBytes: Math.round(numberArg(o.bucket_mb, "--bucket_mb", POSITIVE) * 1024 * 1024),
     transport,
     overlap: o.no_overlap !== true,
   };
@@ -129,7 +118,9 @@ async function main(): Promise<void> {
   const dist = bucketOptions(o);
   const shareAdapter = o.share_adapter === true;
   const devices = typeof o.devices === "string" ? splitDevicesFlag(o.devices) : undefined;
-  const n = o.workers === undefined ? devices?.length ?? 1 : intOption(o.workers, "--workers", 1);
+  const n = o.workers === undefined
+    ? devices?.length ?? 1
+    : intArg(o.workers, "--workers", { min: 1 });
   if (devices && !o.worker && devices.length !== n) {
     throw new Error(`--devices lists ${devices.length} adapter(s) for --workers ${n}`);
   }
@@ -148,15 +139,15 @@ async function main(): Promise<void> {
   let plan: WorkerBinding[] | undefined;
   if (o.worker) {
     // Started by rank 0, already bound through its environment.
-    const rank = intOption(o.rank, "--rank", 1);
-    const world = intOption(o.worldSize, "--world-size", 2);
-    exchange = await connectWorker(intOption(o.port, "--port", 1), rank, world);
+    const rank = intArg(o.rank, "--rank", { min: 1 });
+    const world = intArg(o.worldSize, "--world-size", { min: 2 });
+    exchange = await connectWorker(intArg(o.port, "--port", { min: 1 }), rank, world);
     rankLabel = `train rank ${rank}/${world}`;
   } else if (launch) {
     const joined = await joinMpiJob({
       devices,
       shareAdapter,
-      timeoutSecs: numberOption(o.dist_timeout, "--dist_timeout"),
+      timeoutSecs: numberArg(o.dist_timeout, "--dist_timeout", POSITIVE),
     });
     exchange = mpi = joined.exchange;
     rankLabel = `train rank ${mpi.rank}/${mpi.worldSize}`;

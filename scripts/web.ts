@@ -7,38 +7,41 @@
  * folder holding `unet/`, a diffusers UNet folder, or a weight file), the caption encoder (and VAE,
  * if any) from the teacher folder `--teacher`. Open the printed address in a WebGPU browser.
  */
-import { parseArgs } from "node:util";
+import { intArg, parseCommand } from "../core/config/cli.ts";
 import { startWebServer } from "../core/web/server.ts";
 
-const USAGE = "usage: deno task web [--model DIR] [--teacher DIR] [--port N] [--host ADDR]\n" +
-  "  --model    the student (default models/tiny_student)\n" +
-  "  --teacher  the teacher folder with tokenizer/ and text_encoder/ (default models/tiny_teacher)\n" +
-  "  --port     port to listen on (default 8000; 0 = any free port)\n" +
-  "  --host     address to listen on (default 127.0.0.1; browsers allow WebGPU only on\n" +
-  "             localhost or https)";
-
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      model: { type: "string", default: "models/tiny_student" },
-      teacher: { type: "string", default: "models/tiny_teacher" },
-      port: { type: "string", default: "8000" },
-      host: { type: "string", default: "127.0.0.1" },
-      help: { type: "boolean", short: "h", default: false },
+  const values = parseCommand<{ model: string; teacher: string; port: string; host: string }>(
+    Deno.args,
+    {
+      name: "web",
+      usage: "deno task web [--model DIR] [--teacher DIR] [--port N] [--host ADDR]",
+      description: "Serve a page that draws pictures from captions with the student, on the " +
+        "browser's WebGPU.",
+      options: [
+        { flags: "--model <dir>", description: "the student", default: "models/tiny_student" },
+        {
+          flags: "--teacher <dir>",
+          description: "the teacher folder with tokenizer/ and text_encoder/",
+          default: "models/tiny_teacher",
+        },
+        {
+          flags: "--port <n>",
+          description: "port to listen on (0 = any free port)",
+          default: "8000",
+        },
+        {
+          flags: "--host <addr>",
+          description: "address to listen on (browsers allow WebGPU only on localhost or https)",
+          default: "127.0.0.1",
+        },
+      ],
     },
-  });
-  if (values.help) {
-    console.log(USAGE);
-    return;
-  }
-  const port = Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) {
-    throw new Error(`--port must be an integer in [0, 65535], got "${values.port}"`);
-  }
+  );
+  const port = intArg(values.port, "--port", { min: 0, max: 65535 });
   const server = await startWebServer({
-    model: values.model!,
-    teacher: values.teacher!,
+    model: values.model,
+    teacher: values.teacher,
     port,
     hostname: values.host,
   });

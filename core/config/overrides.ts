@@ -2,12 +2,14 @@
  * Config files and command-line overrides, with the semantics of ml_collections' config flags:
  * a job takes `--config <file>` (a module exporting `getConfig()`), then any number of
  * `--config.group.key=value` overrides, each parsed to the type the setting already has.
- * Unknown keys and ill-typed values are errors that name the setting.
+ * Unknown keys and ill-typed values are errors that name the setting. The command line itself is
+ * parsed by `parseJobArgs` of ./cli.ts.
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
  * import type { TrainConfig } from "../../configs/train.ts";
+ * import { parseJobArgs } from "./cli.ts";
  *
  * // Deno.args of `deno task train --workdir logs/run1 --config.training.batch_size=4 ...`
  * const argv = ["--workdir", "logs/run1", "--config.training.batch_size=4"];
@@ -31,7 +33,7 @@
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { Command, CommanderError } from "commander";
+import type { JobArgs } from "./cli.ts";
 
 /** What plain values cannot tell about a config's settings. */
 export interface ConfigSchema {
@@ -448,108 +450,6 @@ export function formatConfig(config: object, indent = ""): string {
     } else lines.push(`${indent}${k}: ${formatScalar(v)}`);
   }
   return lines.join("\n");
-}
-
-/** One extra option of a job (commander flags syntax, e.g. "--workdir <dir>"). */
-export interface JobOption {
-  flags: string;
-  description: string;
-  /** Default value when the option is absent. */
-  default?: string;
-  /** The job refuses to run without it. */
-  required?: boolean;
-}
-
-/** What a job's command line looks like. */
-export interface JobSpec {
-  /** Program name in help and errors. */
-  name: string;
-  description?: string;
-  /** Config file used when `--config` is absent; without it `--config` is required. */
-  defaultConfig?: string;
-  /** Options beyond `--config` and `--comment`. */
-  options?: readonly JobOption[];
-  /** Exit the process on bad arguments or `--help` (default true); false throws instead. */
-  exitOnError?: boolean;
-}
-
-/** A parsed job command line. */
-export interface JobArgs {
-  /** The config file. */
-  config: string;
-  /** A note on the run (`--comment`). */
-  comment?: string;
-  /** The job's other options by name (`eval_folder`, `workdir`, ...). */
-  options: Record<string, string | boolean | undefined>;
-  /** `--config.x.y=v` overrides in command-line order. */
-  overrides: ConfigOverride[];
-}
-
-/** Pull `--config.key=value` and `--config.key value` out of argv; the rest goes to commander. */
-export function splitConfigOverrides(
-  argv: readonly string[],
-): { rest: string[]; overrides: ConfigOverride[] } {
-  const rest: string[] = [];
-  const overrides: ConfigOverride[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === "--") {
-      rest.push(...argv.slice(i));
-      break;
-    }
-    if (!a.startsWith("--config.")) {
-      rest.push(a);
-      continue;
-    }
-    const body = a.slice("--config.".length);
-    const eq = body.indexOf("=");
-    if (eq >= 0) {
-      overrides.push({ key: body.slice(0, eq), value: body.slice(eq + 1) });
-    } else if (i + 1 < argv.length && !argv[i + 1].startsWith("--")) {
-      overrides.push({ key: body, value: argv[++i] });
-    } else {
-      // A bare `--config.flag` switches a boolean on, as absl's boolean flags do; for any other
-      // setting applyOverrides reports the missing value.
-      overrides.push({ key: body, value: "", bare: true });
-    }
-  }
-  return { rest, overrides };
-}
-
-/**
- * Parse a job's command line: `--config <file>`, `--comment <text>`, the job's own options,
- * and `--config.x.y=v` overrides (applied later by {@link loadJobConfig}).
- */
-export function parseJobArgs(argv: readonly string[], spec: JobSpec): JobArgs {
-  const { rest, overrides } = splitConfigOverrides(argv);
-  const exit = spec.exitOnError ?? true;
-  const program = new Command(spec.name);
-  if (spec.description) program.description(spec.description);
-  if (spec.defaultConfig) {
-    program.option("--config <file>", "config file exporting getConfig()", spec.defaultConfig);
-  } else program.requiredOption("--config <file>", "config file exporting getConfig()");
-  program.option("--comment <text>", "a note on this run, written to the log");
-  for (const o of spec.options ?? []) {
-    if (o.required) program.requiredOption(o.flags, o.description, o.default);
-    else program.option(o.flags, o.description, o.default);
-  }
-  program.addHelpText(
-    "after",
-    "\nConfig overrides:\n  --config.<group>.<key>=<value>  set one setting of the config file",
-  );
-  if (!exit) {
-    program.exitOverride();
-    program.configureOutput({ writeErr: () => {}, writeOut: () => {} });
-  }
-  try {
-    program.parse(rest, { from: "user" });
-  } catch (e) {
-    if (e instanceof CommanderError) throw new Error(`${spec.name}: ${e.message}`);
-    throw e;
-  }
-  const opts = program.opts() as Record<string, string | boolean | undefined>;
-  const { config, comment, ...options } = opts;
-  return { config: config as string, comment: comment as string | undefined, options, overrides };
 }
 
 /** Load the job's config file, check it, and apply its command-line overrides. */

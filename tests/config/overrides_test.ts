@@ -7,9 +7,8 @@ import {
   formatConfig,
   loadConfigModule,
   loadJobConfig,
-  parseJobArgs,
-  splitConfigOverrides,
 } from "../../core/config/overrides.ts";
+import { parseJobArgs, splitConfigOverrides } from "../../core/config/cli.ts";
 import { getConfig as getTrain, schema as trainSchema } from "../../configs/train.ts";
 import { getConfig as getGenerate, schema as generateSchema } from "../../configs/generate.ts";
 import type { TrainConfig } from "../../configs/train.ts";
