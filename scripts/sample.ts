@@ -69,7 +69,7 @@ async function main(): Promise<void> {
   const prompts = [...(args.options.prompt as string[])];
   const file = args.options.prompts_file;
   if (typeof file === "string") prompts.push(...(await readPromptsFile(file)));
-  // One adapter per rank (issue 12), one share of the samples per rank (issue 14).
+  // One adapter per rank, one share of the samples per rank.
   const launch = detectLaunch(Deno.env.toObject());
   const devices = typeof args.options.devices === "string"
     ? splitDevicesFlag(args.options.devices)

@@ -58,7 +58,7 @@ export async function benchGenerate(
       config.total_nums = opts.totalNums ?? 4;
       config.infer_steps = opts.inferSteps ?? 3;
       config.bs = opts.bs ?? 2;
-      // w workers on this machine's first adapter (issue 12: sharing must be asked for).
+      // w workers on this machine's first adapter (sharing an adapter must be asked for).
       config.devices = Array.from({ length: w }, () => 0);
       const r = await runGenerate(config, { log: () => {}, progress: false, shareAdapter: true });
       out.push({

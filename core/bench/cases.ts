@@ -1,7 +1,7 @@
 /**
- * The benchmark cases: one entry per (op, shape, dtype). HOOK: other kernels' authors append their
- * cases to {@link BENCH_CASES} (or push into it from their own module) — each case builds its inputs
- * once and returns a function that records one launch of the op.
+ * The benchmark cases: one entry per (op, shape, dtype). A new kernel adds its cases to
+ * {@link BENCH_CASES}; each case builds its inputs once and returns a function that records one
+ * launch of the op.
  */
 import type { Gpu } from "../gpu/device.ts";
 import { Tensor } from "../tensor/tensor.ts";
@@ -107,7 +107,7 @@ export const BENCH_CASES: BenchCase[] = [
   conv3x3Case(2, 320, 320, 32, "f16", false),
   conv3x3Case(2, 640, 640, 16, "f32", false),
 
-  // HOOK: attention (core/kernels/attention.ts). 16x16 latent tokens (SD at 128 px), 320 ch, 8 heads;
+  // Attention (core/kernels/attention.ts). 16x16 latent tokens (SD at 128 px), 320 ch, 8 heads;
   // L = 1024 (256 px) takes ~40 s a launch on lavapipe, too long for the whole run's 3 minutes.
   opCase(
     "attention",
@@ -127,7 +127,7 @@ export const BENCH_CASES: BenchCase[] = [
     [[2, 1024, 320], [2, 77, 320], [2, 77, 320]],
     ([q, k, v]) => attention(q, k, v, { heads: 8 }),
   ),
-  // HOOK: normalisation (core/kernels/group_norm.ts, layer_norm.ts): memory-bound, ms only.
+  // Normalisation (core/kernels/group_norm.ts, layer_norm.ts): memory-bound, ms only.
   opCase(
     "group_norm_silu",
     "N2 C320 32x32 g32",

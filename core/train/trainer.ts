@@ -20,6 +20,10 @@
  * only reaches 1 - 1/A of the way to zero by the last step. (With several processes accelerate
  * advances it once per process and step; the workers here do not copy that.)
  *
+ * The {@link Trainer} class is kept whole in this file (a little over 600 lines) so that its loop,
+ * `run()` -> step / exchange / evaluate / checkpoint / drawSamples, reads top to bottom like the
+ * original's; its settings checks, shard loader, sample grids and objective live beside it.
+ *
  * @module
  */
 
