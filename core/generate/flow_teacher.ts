@@ -19,7 +19,7 @@ import * as ops from "../ops.ts";
 import type { TextTokenizer } from "../models/tokenizers/types.ts";
 import { eulerSample, type FlowSampleResult, rk45Sample } from "../schedulers/flow_samplers.ts";
 import { FLOW_EPS, type TimestepOrientation, unetTimestep } from "../flow/time.ts";
-import { latentShapeOf, type NoiseModel, type Teacher } from "./teacher.ts";
+import { checkNoise, latentShapeOf, type NoiseModel, type Teacher } from "./teacher.ts";
 import { encodeCaptions, type PromptEncoder } from "../flow/captions.ts";
 
 /** Settings of {@link FlowTeacher}. */
@@ -133,9 +133,7 @@ export class FlowTeacher implements Teacher {
     const [C, H, W] = this.latentShape;
     const n = C * H * W;
     if (B === 0) return new Float32Array(0);
-    if (z0.length !== B * n) {
-      throw new Error(`teacher: z0 holds ${z0.length} values, expected ${B} x ${C}x${H}x${W}`);
-    }
+    checkNoise(z0, B, this.latentShape);
     const { gpu, unet, tokenizer, textEncoder } = this.opts;
     const ctx = keep(encodeCaptions(tokenizer, textEncoder, captions));
     const rowsCtx = tidy(() => captions.map((_, b) => keep(ops.slice(ctx, 0, b, 1))));

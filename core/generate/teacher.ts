@@ -62,6 +62,17 @@ export interface Teacher {
   dispose(): void;
 }
 
+/** Refuses noise that does not hold B latents of `shape`, naming both counts. */
+export function checkNoise(
+  z0: Float32Array,
+  B: number,
+  [C, H, W]: readonly [number, number, number],
+): void {
+  if (z0.length !== B * C * H * W) {
+    throw new Error(`teacher: z0 holds ${z0.length} values, expected ${B} x ${C}x${H}x${W}`);
+  }
+}
+
 /** The sample size [C, H, W] of a UNet's latents (its config's in_channels and sample_size). */
 export function latentShapeOf(model: NoiseModel, source = "unet/config.json"): [
   number,
@@ -162,9 +173,7 @@ export class DiffusionTeacher implements Teacher {
     const [C, H, W] = this.latentShape;
     const n = C * H * W;
     if (B === 0) return new Float32Array(0);
-    if (z0.length !== B * n) {
-      throw new Error(`teacher: z0 holds ${z0.length} values, expected ${B} x ${C}x${H}x${W}`);
-    }
+    checkNoise(z0, B, this.latentShape);
     const { gpu, unet } = this.opts;
     const g = this.guidanceScale;
     const cfg = this.classifierFree;

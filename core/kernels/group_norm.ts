@@ -50,6 +50,7 @@ import {
   type GroupNormOptions,
   outWgsl,
   rowChunks,
+  rowGroupStats,
   UNIFORMS,
   uniforms,
   WG,
@@ -212,10 +213,7 @@ ${
 @compute @workgroup_size(${WG})
 fn main(${ROW_ARGS}) {
   ${chunkPrologue(rc.tpr)}
-  let ch = row % u.c;
-  let grp = row / u.cg;
-  let mean = st[2u * grp];
-  let rstd = st[2u * grp + 1u];
+  ${rowGroupStats("row")}
   ${channelAffine(hw, hb)}
   for (var i = start + lane; i < stop; i += ${rc.tpr}u) {
     var v = (f32(x[i]) - mean) * rstd;

@@ -25,6 +25,7 @@ import {
   fusedPrologue,
   gradAtAffine,
   rowChunks,
+  rowGroupStats,
   SILU_GRAD,
   UNIFORMS,
   uniforms,
@@ -201,10 +202,7 @@ fn main(${ROW_ARGS}) {
   ${segIndex(tpr)}
   let ok = row < u.rows;
   let r = select(0u, row, ok);
-  let ch = r % u.c;
-  let grp = r / u.cg;
-  let mean = st[2u * grp];
-  let rstd = st[2u * grp + 1u];
+  ${rowGroupStats("r")}
   ${channelAffine(hw && silu, useB)}
   let base = r * u.s;
   let end = select(base, base + u.s, ok);
@@ -335,10 +333,7 @@ ${silu ? SILU_GRAD : ""}
 @compute @workgroup_size(${WG})
 fn main(${ROW_ARGS}) {
   ${chunkPrologue(rc.tpr)}
-  let ch = row % u.c;
-  let grp = row / u.cg;
-  let mean = st[2u * grp];
-  let rstd = st[2u * grp + 1u];
+  ${rowGroupStats("row")}
   ${channelAffine(hw, useB)}
   let ca = coef[2u * grp];
   let cb = coef[2u * grp + 1u];

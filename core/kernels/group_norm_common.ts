@@ -93,6 +93,14 @@ export function outWgsl(hw: boolean, hb: boolean, silu: boolean): string {
     ${silu ? "v = v / (1.0 + exp(-v));" : ""}`;
 }
 
+/** WGSL: channel `ch`, group `grp` and that group's `mean`/`rstd` (from `st`) of row `row`. */
+export function rowGroupStats(row: string): string {
+  return `let ch = ${row} % u.c;
+  let grp = ${row} / u.cg;
+  let mean = st[2u * grp];
+  let rstd = st[2u * grp + 1u];`;
+}
+
 /** WGSL: `wv` and `bv` of channel `ch` (1 and 0 without weight or bias). */
 export function channelAffine(hw: boolean, hb: boolean): string {
   return `let wv = ${hw ? "f32(w[ch])" : "1.0"};
