@@ -17,12 +17,12 @@ import { numberArg, parseJobArgs } from "../core/config/cli.ts";
 import { loadJobConfig } from "../core/config/overrides.ts";
 import { Gpu } from "../core/gpu/device.ts";
 import type { SampleConfig } from "../configs/sample.ts";
+import { runSample } from "../core/sample/run_sample.ts";
 import {
   DEFAULT_ODE_TOL,
   DEFAULT_SIGMA_VAR,
   readPromptsFile,
-  runSample,
-} from "../core/sample/run_sample.ts";
+} from "../core/sample/sample_setup.ts";
 import { detectLaunch } from "../core/distributed/launch_env.ts";
 import { bindLocalRank } from "../core/distributed/mpi_job.ts";
 import { checkBoundAdapter, listAdapters, splitDevicesFlag } from "../core/gpu/adapter_binding.ts";

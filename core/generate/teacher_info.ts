@@ -22,6 +22,7 @@ import {
   overrideDPMSolverConfig,
 } from "../schedulers/dpm_solver_config.ts";
 import type { TimestepOrientation } from "../flow/time.ts";
+import { readJson } from "../models/diffusers_folder.ts";
 
 /** The file that makes a model folder a flow teacher. */
 export const FLOW_TEACHER_FILE = "reflow.json";
@@ -197,21 +198,4 @@ export function describeTeacher(
     guidance_scale: settings.guidanceScale ?? 7.5,
     negative_prompt: settings.negativePrompt ?? "",
   };
-}
-
-/** Reads and parses a JSON file, naming it in any error. */
-export async function readJson(path: string): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    throw new Error(`cannot read ${path}: ${(e as Error).message}`);
-  }
-  try {
-    const v = JSON.parse(text);
-    if (v === null || typeof v !== "object" || Array.isArray(v)) throw new Error("not an object");
-    return v;
-  } catch (e) {
-    throw new Error(`${path} is not valid JSON: ${(e as Error).message}`);
-  }
 }

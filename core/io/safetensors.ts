@@ -265,6 +265,19 @@ const WRITE_ARRAY: Record<SafetensorsTensor["dtype"], new (...args: any[]) => Ar
  * await Deno.remove(dir, { recursive: true });
  * ```
  */
+/**
+ * The bytes before a safetensors file's data: the header's length (u64, little-endian) and its JSON,
+ * space-padded to a multiple of 8 so the data that follows stays aligned.
+ */
+export function encodeHeader(header: Record<string, unknown>): Uint8Array {
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const padded = Math.ceil(json.length / 8) * 8;
+  const head = new Uint8Array(8 + padded).fill(0x20, 8);
+  new DataView(head.buffer).setBigUint64(0, BigInt(padded), true);
+  head.set(json, 8);
+  return head;
+}
+
 export async function writeSafetensors(
   path: string,
   tensors: readonly SafetensorsTensor[],
@@ -299,21 +312,12 @@ export async function writeSafetensors(
     };
     offset += bytes;
   }
-  let json = new TextEncoder().encode(JSON.stringify(header));
-  const padded = Math.ceil(json.length / 8) * 8;
-  if (padded !== json.length) {
-    const p = new Uint8Array(padded).fill(0x20);
-    p.set(json);
-    json = p;
-  }
-  const prefix = new Uint8Array(8);
-  new DataView(prefix.buffer).setBigUint64(0, BigInt(json.length), true);
+  const head = encodeHeader(header);
 
   const tmp = `${path}.tmp`;
   const out = await Deno.open(tmp, { write: true, create: true, truncate: true });
   try {
-    await writeAll(out, prefix);
-    await writeAll(out, json);
+    await writeAll(out, head);
     for (const t of sorted) {
       await writeAll(out, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
     }

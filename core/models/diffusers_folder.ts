@@ -21,7 +21,9 @@ export async function readJson(path: string): Promise<Record<string, unknown>> {
     throw new Error(`cannot read ${path}: ${(e as Error).message}`);
   }
   try {
-    return JSON.parse(text);
+    const v = JSON.parse(text);
+    if (v === null || typeof v !== "object" || Array.isArray(v)) throw new Error("not an object");
+    return v;
   } catch (e) {
     throw new Error(`${path} is not valid JSON: ${(e as Error).message}`);
   }

@@ -71,20 +71,6 @@ import {
   seededNoise,
 } from "./sample_setup.ts";
 
-export {
-  checkSampleSettings,
-  DEFAULT_ODE_TOL,
-  DEFAULT_SIGMA_VAR,
-  disposeSampleModels,
-  loadSampleModels,
-  readPromptsFile,
-  type SampleJobOptions,
-  type SampleModels,
-  type SampleRecord,
-  type SampleSummary,
-  seededNoise,
-} from "./sample_setup.ts";
-
 /** Counter offset where the SDE sampler's per-step noise starts (far from the z0 draws). */
 const SDE_NOISE_OFFSET = 2 ** 51;
 

@@ -10,7 +10,7 @@
  */
 
 import { openWeights, type WeightReader } from "../io/weights.ts";
-import { SafetensorsFile } from "../io/safetensors.ts";
+import { encodeHeader, SafetensorsFile } from "../io/safetensors.ts";
 import { DTYPE_BYTES, type WeightDtype } from "../io/dtypes.ts";
 import { f32ToF16Bits } from "../io/half.ts";
 
@@ -51,16 +51,7 @@ export function servedLayout(reader: WeightReader, dtype: ServedDtype): ServedLa
     tensors.push({ key, from, to, bytes });
     at += bytes;
   }
-  let json = new TextEncoder().encode(JSON.stringify(header));
-  const padded = Math.ceil(json.length / 8) * 8;
-  if (padded !== json.length) {
-    const p = new Uint8Array(padded).fill(0x20);
-    p.set(json);
-    json = p;
-  }
-  const head = new Uint8Array(8 + json.length);
-  new DataView(head.buffer).setBigUint64(0, BigInt(json.length), true);
-  head.set(json, 8);
+  const head = encodeHeader(header);
   return { head, tensors, length: head.length + at };
 }
 

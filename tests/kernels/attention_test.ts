@@ -4,16 +4,7 @@ import { attention } from "../../core/kernels/attention.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 import { tidy } from "../../core/tensor/scope.ts";
 import { backward } from "../../core/tensor/autograd.ts";
-import { refAttention } from "./_reference.ts";
-
-interface Case {
-  b: number;
-  lq: number;
-  lk: number;
-  h: number;
-  d: number;
-  scale?: number;
-}
+import { type AttentionCase as Case, refAttention } from "./_reference.ts";
 
 const shapes = (
   c: Case,

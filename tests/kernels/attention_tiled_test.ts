@@ -12,15 +12,9 @@ import { attention } from "../../core/kernels/attention.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 import { tidy } from "../../core/tensor/scope.ts";
 import { noGrad } from "../../core/tensor/autograd.ts";
-import { refAttention } from "./_reference.ts";
+import { type AttentionCase, refAttention } from "./_reference.ts";
 
-interface Case {
-  b: number;
-  lq: number;
-  lk: number;
-  h: number;
-  d: number;
-  scale?: number;
+interface Case extends AttentionCase {
   dtype?: "f32" | "f16";
   grad?: boolean;
 }

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { PathStats, perSampleMse } from "../../core/flow/straightness.ts";
 import { identityDecode, LATENT_SCALE } from "../../core/flow/images.ts";
-import { seededNoise } from "../../core/sample/run_sample.ts";
+import { seededNoise } from "../../core/sample/sample_setup.ts";
 import { philoxNormal } from "../../core/tensor/philox.ts";
 import { wrapperPrefixes } from "../../core/sample/score_model.ts";
 
