@@ -100,7 +100,10 @@ async function main(): Promise<void> {
         description: "gradients on the wire: f32 or f16",
         default: "f32",
       },
-      { flags: "--no_overlap", description: "read gradient buckets back after backward only" },
+      {
+        flags: "--no_overlap",
+        description: "exchange gradient buckets after backward, not during it",
+      },
       {
         flags: "--dist_timeout <s>",
         description: "MPI: seconds a collective may wait for the other ranks before the job aborts",

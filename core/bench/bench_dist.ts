@@ -5,9 +5,10 @@
  * # all-reduce time of 2 local ranks: the loopback TCP star (this process is rank 0), then MPI
  * deno run -A core/bench/bench_dist.ts allreduce-tcp --mb 64,256,1024
  * mpirun -np 2 deno run -A core/bench/bench_dist.ts allreduce-mpi --mb 64,256,1024
- * # training step time of the tiny UNet on 2 MPI ranks (batch 2 each), with and without overlap
+ * # training step time of the tiny UNet on 2 MPI ranks (batch 2 each), with and without overlap;
+ * # --width k makes its channels k times wider (k^2 times the parameters)
  * mpirun -np 2 deno run -A core/bench/bench_dist.ts step --steps 14 --warm 4 [--no_overlap]
- *   [--bucket_mb 0.0625] [--transport f16]
+ *   [--bucket_mb 0.0625] [--transport f16] [--width 4]
  * ```
  *
  * Each prints one JSON line (rank 0). The all-reduce is timed after one warm-up call, as the
@@ -97,7 +98,11 @@ async function stepBench(): Promise<void> {
     await writeTinyPairs(join(data, "train"), 16);
     await writeTinyPairs(join(data, "eval"), 4);
     const c = benchConfig(data, steps);
-    const unet = UNet2DConditionModel.create(gpu, TINY_BENCH_UNET, 5);
+    const width = Number(flag("width", "1"));
+    const unet = UNet2DConditionModel.create(gpu, {
+      ...TINY_BENCH_UNET,
+      block_out_channels: TINY_BENCH_UNET.block_out_channels.map((ch) => ch * width),
+    }, 5);
     const textEncoder = CLIPTextModel.create(gpu, TINY_BENCH_CLIP, 3);
     const times: number[] = [];
     const syncMs: number[] = [];
@@ -135,6 +140,7 @@ async function stepBench(): Promise<void> {
         transport,
         bucketBytes,
         buckets: b?.layout.length ?? 0,
+        width,
         parameters: unet.numParameters(),
         stepSecs,
         exchangeMs: median(syncMs.slice(warm)),

@@ -5,27 +5,29 @@
  * backward; each bucket is read back and averaged over the workers as a unit, and the averages are
  * written back into `.grad`.
  *
- * With `overlap`, a bucket's copy to its staging buffer is recorded and submitted from the
- * autograd hook the moment its last gradient is final (core/tensor/autograd.ts), in the middle of
- * backward, instead of after it. Its read-back and exchange then start as soon as the backward
- * recording returns, and each bucket's exchange (on MPI a native thread, on TCP the socket) runs
- * while the next buckets are copied out of their staging buffers and the previous ones are written
- * back. What cannot overlap in Deno 2.9: `mapAsync` polls the device with `Maintain::Wait` on the
- * JavaScript thread (ext/webgpu/buffer.rs), so no bucket reaches the host before every piece of
- * GPU work submitted so far has finished, and backward's recording cannot pause to wait for one;
- * the exchange therefore overlaps the host-side work of other buckets, not backward's GPU work.
- * docs/benchmarks.md has the measured step times.
+ * With `overlap` (the default), backward runs as a pipeline of segments, one per bucket. When a
+ * bucket's last gradient is final (the autograd hook, core/tensor/autograd.ts), its copy to a
+ * staging buffer is recorded and backward pauses: the read-back of the bucket completed one pause
+ * earlier is requested, then the new segment (the backward work since that pause, ending with the
+ * copy) is submitted, then the exchanges of earlier buckets whose read-backs are done start, and
+ * backward's recording goes on while the GPU runs the segment and the exchange travels (MPI on a
+ * native thread, TCP on the socket). The order is forced by Deno 2.9: `mapAsync` blocks the
+ * JavaScript thread until every piece of GPU work submitted so far is done
+ * (`device_poll(Maintain::wait())`, ext/webgpu/buffer.rs) and resolves 10 ms later, so a read-back
+ * is requested just before the next segment is submitted (it then waits for its own segment only)
+ * and used at a later pause once those 10 ms have passed (waiting for them would stall backward's
+ * recording). Each pause costs a submit and a wait for the GPU, so buckets should stay large.
+ * Without overlap every bucket is copied out and exchanged after backward.
  *
  * The first step groups the parameters in reverse registration order and records the order in
  * which their gradients become final; later steps use buckets built from that order (every rank
- * runs the same graph, so every rank builds the same buckets).
+ * runs the same graph, so every rank builds the same buckets, and exchanges them in the same order).
  *
  * @example
  * ```ts
  * import assert from "node:assert/strict";
  * import { Gpu } from "../gpu/device.ts";
  * import { mul, sum } from "../ops.ts";
- * import { backward } from "../tensor/autograd.ts";
  * import { Tensor } from "../tensor/tensor.ts";
  * import { connectWorker, listenHub } from "./allreduce.ts";
  *
@@ -35,17 +37,18 @@
  * const exchanges = await Promise.all([hub.accept(), connectWorker(hub.port, 1, 2)]);
  * const data = [[1, 0, 2], [3, 4, 0]]; // each rank's batch x: loss = sum(w * x), d loss / d w = x
  * const one = Tensor.from(gpu, [1], [1]);
- * const steps = exchanges.map((exchange, rank) => {
+ * const steps = exchanges.map(async (exchange, rank) => {
  *   const w = Tensor.from(gpu, [0.5, -1, 2], [3]); // the model's one parameter
  *   w.requiresGrad = true;
  *   const buckets = new GradientBuckets(gpu, [w], exchange, { overlap: true });
  *   const loss = sum(mul(w, Tensor.from(gpu, data[rank], [3])), [0], true);
- *   buckets.backward(() => backward([loss], [one]));
- *   return { w, done: buckets.finish([loss], []) }; // averages .grad over the ranks, and the loss
+ *   await buckets.backward([loss], [one]);
+ *   const [meanLoss] = await buckets.finish([loss], []); // averages .grad and the loss
+ *   return { w, meanLoss };
  * });
- * const [[meanLoss]] = await Promise.all(steps.map((s) => s.done));
- * assert.equal(meanLoss, (4.5 + -2.5) / 2);
- * assert.deepEqual([...await steps[1].w.grad!.toF32()], [2, 2, 1]); // the mean of the two x
+ * const [r0, r1] = await Promise.all(steps);
+ * assert.equal(r0.meanLoss, (4.5 + -2.5) / 2);
+ * assert.deepEqual([...await r1.w.grad!.toF32()], [2, 2, 1]); // the mean of the two x
  * exchanges.forEach((ex) => ex.close());
  * ```
  *
@@ -55,7 +58,7 @@
 import type { Gpu } from "../gpu/device.ts";
 import { Tensor } from "../tensor/tensor.ts";
 import { keep } from "../tensor/scope.ts";
-import { withGradFinalHook } from "../tensor/autograd.ts";
+import { backward, backwardAsync, withGradFinalHook } from "../tensor/autograd.ts";
 import { fill } from "../ops.ts";
 import { f16BitsToF32 } from "../io/half.ts";
 import type { GradientExchange, Transport } from "./allreduce.ts";
@@ -66,7 +69,7 @@ export interface BucketOptions {
   bucketBytes?: number;
   /** Wire format of the gradients (default f32). */
   transport?: Transport;
-  /** Start each bucket's read-back from backward as soon as it is complete (default true). */
+  /** Exchange buckets while backward still runs, as a pipeline (module notes; default true). */
   overlap?: boolean;
 }
 
@@ -75,17 +78,37 @@ export interface BucketTimings {
   /** From the end of backward's recording until every bucket was averaged and written back. */
   syncMs: number;
   buckets: number;
-  /** Buckets whose copy was submitted from inside backward. */
+  /** Buckets whose copy was recorded from inside backward. */
   launchedDuringBackward: number;
+  /** Buckets whose exchange started before backward returned. */
+  exchangedDuringBackward: number;
 }
 
+/** A bucket whose copy to its staging buffer has been recorded. */
 interface Launched {
   bucket: number;
   staging: GPUBuffer;
-  bytes: number;
+  /** The copy has been submitted to the GPU queue. */
+  submitted: boolean;
+  /** The read-back, once requested: at which pause and when (ms), and whether it resolved. */
+  map?: Promise<void>;
+  mappedAt?: number;
+  mapTime?: number;
+  mapped?: boolean;
+  /** The exchange, once started. */
+  mean?: Promise<Float32Array>;
 }
 
 export const DEFAULT_BUCKET_BYTES = 25 * 1024 * 1024;
+
+/** Deno resolves a `mapAsync` this long after the GPU work it waited for (ext/webgpu/buffer.rs). */
+const MAP_RESOLVE_MS = 10;
+
+/** Keeps a promise that is awaited later from being reported as unhandled in the meantime. */
+function awaitedLater<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => {});
+  return p;
+}
 
 /** See the module notes. */
 export class GradientBuckets {
@@ -98,14 +121,24 @@ export class GradientBuckets {
   /** Order in which gradients became final during the first step (parameter indices). */
   private observed: number[] = [];
   private rebuilt = false;
+  private readonly noGrad = new Set<number>();
   // Per step:
   private final: boolean[] = [];
   private finalCount: number[] = [];
   private nextLaunch = 0;
   private launched: Launched[] = [];
   private duringBackward = 0;
+  private exchangedEarly = 0;
   private inBackward = false;
-  lastTimings: BucketTimings = { syncMs: 0, buckets: 0, launchedDuringBackward: 0 };
+  /** A bucket was launched since the last pause of backward. */
+  private segmentEnds = false;
+  private pauses = 0;
+  lastTimings: BucketTimings = {
+    syncMs: 0,
+    buckets: 0,
+    launchedDuringBackward: 0,
+    exchangedDuringBackward: 0,
+  };
 
   constructor(
     private readonly gpu: Gpu,
@@ -158,17 +191,28 @@ export class GradientBuckets {
     this.nextLaunch = 0;
     this.launched = [];
     this.duringBackward = 0;
+    this.exchangedEarly = 0;
+    this.segmentEnds = false;
+    this.pauses = 0;
   }
 
   /**
-   * Runs `fn`, the backward of the last micro-batch of a step; with `overlap`, buckets are
-   * submitted for read-back from inside it as they complete.
+   * The backward of the last micro-batch of a step (as autograd's `backward(roots, grads)`); with
+   * `overlap`, buckets are exchanged while it runs.
    */
-  backward<T>(fn: () => T): T {
-    if (!this.overlap && this.rebuilt) return fn();
+  async backward(roots: Tensor[], grads: Tensor[]): Promise<void> {
+    if (!this.overlap) {
+      // The first step still learns the order in which gradients become final.
+      if (this.rebuilt) backward(roots, grads);
+      else withGradFinalHook((leaf) => this.onFinal(leaf), () => backward(roots, grads));
+      return;
+    }
     this.inBackward = true;
     try {
-      return withGradFinalHook((leaf) => this.onFinal(leaf), fn);
+      await backwardAsync(roots, grads, {
+        onFinal: (leaf) => this.onFinal(leaf),
+        pause: () => this.pause(),
+      });
     } finally {
       this.inBackward = false;
     }
@@ -200,7 +244,7 @@ export class GradientBuckets {
     }
   }
 
-  /** Records the copy of a bucket's gradients into a staging buffer and submits it. */
+  /** Records the copy of a bucket's gradients into a staging buffer (submitted at the pause). */
   private launch(b: number): void {
     const ids = this.buckets[b];
     let bytes = 0;
@@ -228,13 +272,61 @@ export class GradientBuckets {
       this.gpu.copy(g.buffer, 0, staging, off, g.size * 4);
       off += g.size * 4;
     }
-    // Submit now: the copy runs as soon as the GPU gets there, not after the rest of backward.
-    this.gpu.flush();
-    this.launched.push({ bucket: b, staging, bytes });
-    if (this.inBackward) this.duringBackward++;
+    this.launched.push({ bucket: b, staging, submitted: false });
+    if (this.inBackward) {
+      this.duringBackward++;
+      this.segmentEnds = true;
+    }
   }
 
-  private readonly noGrad = new Set<number>();
+  /** Asked by backward after every node: a bucket launched since the last pause ends a segment. */
+  private pause(): Promise<void> | undefined {
+    if (!this.segmentEnds) return undefined;
+    this.segmentEnds = false;
+    return this.endSegment();
+  }
+
+  /** The three moves of a pause, in the order the module notes explain. */
+  private async endSegment(): Promise<void> {
+    this.pauses++;
+    this.requestReadBacks();
+    this.submitSegment();
+    // Started in bucket order, as on every rank: stop at the first one not yet ready to start.
+    // A read-back requested less than Deno's 10 ms ago waits for a later pause: waiting for it
+    // here would stall the recording of backward when buckets are small.
+    for (const l of this.launched) {
+      if (l.mean) continue;
+      if (!l.map || l.mappedAt! >= this.pauses) break;
+      if (!l.mapped && performance.now() - l.mapTime! < MAP_RESOLVE_MS) break;
+      await this.startExchange(l);
+      this.exchangedEarly++;
+    }
+  }
+
+  /** Read-backs of every submitted bucket (mapAsync first waits for the GPU work submitted so far). */
+  private requestReadBacks(): void {
+    for (const l of this.launched) {
+      if (l.submitted && !l.map) {
+        l.map = awaitedLater(l.staging.mapAsync(GPUMapMode.READ));
+        l.map.then(() => (l.mapped = true), () => {});
+        l.mappedAt = this.pauses;
+        l.mapTime = performance.now();
+      }
+    }
+  }
+
+  private submitSegment(): void {
+    this.gpu.flush();
+    for (const l of this.launched) l.submitted = true;
+  }
+
+  /** Copies a read-back bucket to the host and starts its exchange (not awaited here). */
+  private async startExchange(l: Launched): Promise<void> {
+    await l.map;
+    const host = new Float32Array(l.staging.getMappedRange().slice(0));
+    l.staging.unmap();
+    l.mean = awaitedLater(this.exchange.allReduceMean(host, { transport: this.transport }));
+  }
 
   /**
    * After the step's backward: launches what is left, averages every bucket and `extras` over the
@@ -262,26 +354,13 @@ export class GradientBuckets {
       if (t.size !== 1) throw new Error(`exchange extras must be scalars, got [${t.shape}]`);
       this.gpu.copy(t.buffer, 0, extraStaging, k * 4, 4); // an f16 scalar's buffer is padded to 4
     });
-    this.gpu.flush();
-
-    // All maps at once: the first one waits for the GPU, the others are then ready (each map
+    this.submitSegment();
+    // The remaining maps at once: the first one waits for the GPU, the others are then ready (each
     // costs Deno a 10 ms poll interval, paid once when they run together).
-    const maps = this.launched.map((l) => l.staging.mapAsync(GPUMapMode.READ));
-    const extraMap = extraStaging.mapAsync(GPUMapMode.READ);
-    const reduced: Promise<void>[] = [];
+    this.requestReadBacks();
+    const extraMap = awaitedLater(extraStaging.mapAsync(GPUMapMode.READ));
     try {
-      for (let k = 0; k < this.launched.length; k++) {
-        const l = this.launched[k];
-        await maps[k];
-        const host = new Float32Array(l.staging.getMappedRange().slice(0));
-        l.staging.unmap();
-        // Started, not awaited: the next bucket is copied out while this one travels.
-        reduced.push(
-          this.exchange.allReduceMean(host, { transport: this.transport }).then((avg) =>
-            this.writeBack(l.bucket, avg)
-          ),
-        );
-      }
+      for (const l of this.launched) if (!l.mean) await this.startExchange(l);
       await extraMap;
       const extra = new Float32Array(extraTensors.length + extraValues.length);
       const raw = extraStaging.getMappedRange().slice(0, extraTensors.length * 4);
@@ -294,16 +373,20 @@ export class GradientBuckets {
       extra.set(extraValues, extraTensors.length);
       // f32 on the wire: the extras are the loss and control flags.
       const extrasAvg = this.exchange.allReduceMean(extra);
-      await Promise.all(reduced);
+      for (const l of this.launched) this.writeBack(l.bucket, await l.mean!);
       const out = await extrasAvg;
       this.lastTimings = {
         syncMs: performance.now() - t0,
         buckets: this.launched.length,
         launchedDuringBackward: this.duringBackward,
+        exchangedDuringBackward: this.exchangedEarly,
       };
       return out;
     } finally {
-      await Promise.allSettled([...maps, extraMap, ...reduced]);
+      await Promise.allSettled([
+        ...this.launched.flatMap((l) => [l.map, l.mean]).filter((p) => p),
+        extraMap,
+      ]);
       for (const l of this.launched) l.staging.destroy();
       extraStaging.destroy();
       this.afterStep();

@@ -172,6 +172,37 @@ function accumulateLeaf(leaf: Tensor, g: Tensor): void {
  * with the registered accumulator ({@link setGradAccumulator}).
  */
 export function backward(roots: Tensor[], grads: Tensor[]): void {
+  for (const _ of walkBackward(roots, grads, gradFinalHook));
+}
+
+/**
+ * {@link backward} that can pause between nodes: after each node's backward is recorded,
+ * `pause()` is asked, and when it returns a promise the walk waits for it. The gradient exchange
+ * pauses where a bucket is complete, to submit that much of backward to the GPU and let the event
+ * loop start the exchange of earlier buckets while the GPU runs the rest.
+ */
+export async function backwardAsync(
+  roots: Tensor[],
+  grads: Tensor[],
+  opts: { onFinal?: GradFinalHook; pause?: () => Promise<void> | undefined } = {},
+): Promise<void> {
+  const hook = opts.onFinal ?? null;
+  const walk = walkBackward(roots, grads, hook);
+  // The hook is also installed while each node runs: a checkpointed block's backward runs a
+  // nested backward of its own, which reports the block's parameters through it.
+  const next = () => hook ? withGradFinalHook(hook, () => walk.next()) : walk.next();
+  while (!next().done) {
+    const wait = opts.pause?.();
+    if (wait) await wait;
+  }
+}
+
+/** The backward walk; yields after each node (the one loop behind both entry points). */
+function* walkBackward(
+  roots: Tensor[],
+  grads: Tensor[],
+  hook: GradFinalHook | null,
+): Generator<void, void, void> {
   const pending = new Map<Tensor, Tensor>();
   roots.forEach((r, i) => {
     const g = grads[i];
@@ -181,7 +212,6 @@ export function backward(roots: Tensor[], grads: Tensor[]): void {
   });
   const order = topoOrder(roots);
   // For the grad-final hook: how many recorded uses of each leaf are still to be walked.
-  const hook = gradFinalHook;
   const usesLeft = new Map<Tensor, number>();
   if (hook) {
     for (const t of order) {
@@ -209,6 +239,7 @@ export function backward(roots: Tensor[], grads: Tensor[]): void {
     if (!g) {
       node.release();
       walked(node);
+      yield;
       continue;
     }
     const ins = tidy(() => {
@@ -243,6 +274,7 @@ export function backward(roots: Tensor[], grads: Tensor[]): void {
       }
     });
     walked(node);
+    yield;
   }
   for (const g of pending.values()) g.dispose();
 }

@@ -79,14 +79,31 @@ export function lossScalerFor(
  * masters; the masters are put back afterwards and the casts released.
  */
 export function withHalfWeights<T>(module: Module, fn: () => T): T {
-  const masters = new Map<string, Tensor>(module.namedParameters());
-  module.mapParameters((_, p) => markParameter(keep(cast(p, "f16"))));
+  const restore = useHalfWeights(module);
   try {
     return fn();
   } finally {
+    restore();
+  }
+}
+
+/** {@link withHalfWeights} for a `fn` that awaits (a backward that pauses for the exchange). */
+export async function withHalfWeightsAsync<T>(module: Module, fn: () => Promise<T>): Promise<T> {
+  const restore = useHalfWeights(module);
+  try {
+    return await fn();
+  } finally {
+    restore();
+  }
+}
+
+/** Swaps in f16 casts of the parameters; returns what puts the masters back. */
+function useHalfWeights(module: Module): () => void {
+  const masters = new Map<string, Tensor>(module.namedParameters());
+  module.mapParameters((_, p) => markParameter(keep(cast(p, "f16"))));
+  return () =>
     module.mapParameters((name, h) => {
       h.dispose();
       return masters.get(name)!;
     });
-  }
 }

@@ -44,7 +44,7 @@ import { encodeCaptions } from "../flow/captions.ts";
 import { type GradientExchange, LocalExchange } from "../distributed/allreduce.ts";
 import { GradientBuckets } from "../distributed/grad_buckets.ts";
 import { AdamW, zeroGrads } from "./adamw.ts";
-import { type LossScaler, lossScalerFor, withHalfWeights } from "./mixed_precision.ts";
+import { type LossScaler, lossScalerFor, withHalfWeightsAsync } from "./mixed_precision.ts";
 import { Ema } from "./ema.ts";
 import { lrLambda } from "./lr_schedule.ts";
 import { CounterRng, STREAM_EVAL, STREAM_SAMPLE, STREAM_TRAIN } from "./rng.ts";
@@ -356,12 +356,12 @@ class Trainer {
         : batch.captions,
     );
     const pairs: LossBatch = { z0, z1, shape: [B, C, H, W], context };
-    const run = () => {
+    const run = async () => {
       const loss = this.objective.lossAt(this.velocity, rng, tBase + rank * B, pairs);
-      this.backwardFrom(loss, last);
+      await this.backwardFrom(loss, last);
       return loss;
     };
-    const loss = this.scaler ? withHalfWeights(this.unet, run) : run();
+    const loss = await (this.scaler ? withHalfWeightsAsync(this.unet, run) : run());
     context.dispose();
     return loss;
   }
@@ -370,11 +370,11 @@ class Trainer {
    * Accumulates the gradient of `loss` (times the fp16 loss scale) into the parameters' `.grad`;
    * the last micro-batch's backward feeds the gradient buckets as it goes.
    */
-  private backwardFrom(loss: Tensor, last: boolean): void {
+  private async backwardFrom(loss: Tensor, last: boolean): Promise<void> {
     const buckets = last ? this.buckets : null;
-    const bw = (f: () => void) => (buckets ? buckets.backward(f) : f());
     const seed = this.scaler ? Tensor.from(this.gpu, [this.scaler.scale], [1]) : this.one;
-    bw(() => backward([loss], [seed]));
+    if (buckets) await buckets.backward([loss], [seed]);
+    else backward([loss], [seed]);
     if (seed !== this.one) seed.dispose();
   }
 

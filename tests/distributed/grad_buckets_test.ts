@@ -1,12 +1,14 @@
 /**
  * The bucketed exchange on the tiny UNet with a fake partner (an exchange whose "mean" halves the
  * values, as averaging with a worker whose gradients are zero would): every gradient comes back
- * halved, buckets respect their size, are launched from inside backward with overlap and after
- * it without, are rebuilt after the first step in the order gradients became final, and extras
- * (the loss, a flag) are averaged too.
+ * halved, buckets respect their size, are launched and exchanged from inside backward with
+ * overlap (while later segments of backward are still to be submitted to the GPU) and after it
+ * without, are rebuilt after the first step in the order gradients became final, and extras (the
+ * loss, a flag) are averaged too.
  */
 import assert from "node:assert/strict";
 import { testGpu } from "../helpers/gpu.ts";
+import type { Gpu } from "../../core/gpu/device.ts";
 import { tinyModels } from "../train/_tiny.ts";
 import { Tensor } from "../../core/tensor/tensor.ts";
 import { keep, tidy } from "../../core/tensor/scope.ts";
@@ -21,9 +23,11 @@ import type { GradientExchange, ReduceOptions } from "../../core/distributed/all
 class HalvingExchange implements GradientExchange {
   readonly rank = 0;
   readonly worldSize = 2;
-  calls: { length: number; transport: string }[] = [];
+  calls: { length: number; transport: string; submits: number }[] = [];
+  constructor(private readonly gpu: Gpu) {}
   allReduceMean(flat: Float32Array, opts: ReduceOptions = {}): Promise<Float32Array> {
-    this.calls.push({ length: flat.length, transport: opts.transport ?? "f32" });
+    const submits = this.gpu.submitCount;
+    this.calls.push({ length: flat.length, transport: opts.transport ?? "f32", submits });
     return Promise.resolve(flat.map((v) => v / 2));
   }
   broadcast(flat: Float32Array): Promise<Float32Array> {
@@ -61,7 +65,7 @@ for (const overlap of [true, false]) {
       p.grad!.dispose();
       p.grad = null;
     }
-    const ex = new HalvingExchange();
+    const ex = new HalvingExchange(gpu);
     const bucketBytes = 48 * 1024;
     const buckets = new GradientBuckets(gpu, params, ex, {
       bucketBytes,
@@ -70,7 +74,8 @@ for (const overlap of [true, false]) {
     });
     for (let s = 0; s < 2; s++) {
       const loss = step();
-      buckets.backward(() => backward([loss], [one]));
+      await buckets.backward([loss], [one]);
+      const submitsAfterBackward = gpu.submitCount;
       const lossValue = (await loss.toF32())[0];
       const extras = await buckets.finish([loss], [7]);
       assert.equal(extras.length, 2);
@@ -88,12 +93,29 @@ for (const overlap of [true, false]) {
       });
       const tm = buckets.lastTimings;
       assert.ok(tm.buckets > 3, "several buckets");
-      if (!overlap) assert.equal(tm.launchedDuringBackward, 0);
-      else if (s === 0) {
+      if (!overlap) {
+        assert.equal(tm.launchedDuringBackward, 0);
+        assert.equal(tm.exchangedDuringBackward, 0);
+        assert.ok(ex.calls.every((c) => c.submits >= submitsAfterBackward), "all after backward");
+      } else if (s === 0) {
         assert.ok(tm.launchedDuringBackward > 0, "buckets launched inside backward");
-      } // From the second step on the buckets follow the order gradients became final: each one is
-      // complete, and launched, before backward returns.
-      else assert.equal(tm.launchedDuringBackward, tm.buckets);
+      } else {
+        // From the second step on the buckets follow the order gradients became final: each one
+        // is complete, and launched, before backward returns; the exchange of a bucket starts
+        // two pauses after its launch at the earliest (so never the last two's), and the first
+        // starts while backward has segments still to submit (which the GPU then runs during
+        // the exchange). Backward's 50 segments, each waiting for the GPU, take far longer than
+        // the 10 ms that Deno takes to resolve a read-back, so some start inside it.
+        assert.equal(tm.launchedDuringBackward, tm.buckets);
+        assert.ok(
+          tm.exchangedDuringBackward >= 1 && tm.exchangedDuringBackward <= tm.buckets - 2,
+          `${tm.exchangedDuringBackward} of ${tm.buckets} exchanged during backward`,
+        );
+        assert.ok(
+          ex.calls[0].submits < submitsAfterBackward - 1,
+          `first exchange at submit ${ex.calls[0].submits} of ${submitsAfterBackward}`,
+        );
+      }
       // Every bucket but the extras travels with the chosen transport; extras in f32.
       assert.deepEqual(ex.calls.map((c) => c.transport), [
         ...new Array(tm.buckets).fill("f16"),
