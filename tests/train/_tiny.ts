@@ -82,6 +82,19 @@ export function tinyConfig(dataRoot: string): TrainConfig {
   return c;
 }
 
+/** "plain": {@link tinyConfig}; "checkpointed-fp16": with gradient checkpointing and fp16. */
+export type TinyVariant = "plain" | "checkpointed-fp16";
+
+/** {@link tinyConfig} in one of the {@link TinyVariant}s. */
+export function tinyVariant(dataRoot: string, variant: TinyVariant): TrainConfig {
+  const c = tinyConfig(dataRoot);
+  if (variant === "checkpointed-fp16") {
+    c.diffusers.gradient_checkpointing = true;
+    c.training.mixed_precision = "fp16";
+  } else if (variant !== "plain") throw new Error(`unknown tiny variant ${variant}`);
+  return c;
+}
+
 /** Writes train (n pairs) and eval (4 pairs) data under `dataRoot`. */
 export async function makeTinyRoots(dataRoot: string, n = 8): Promise<void> {
   await makeTinyData(join(dataRoot, "train"), n, 1);
