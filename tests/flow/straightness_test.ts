@@ -1,6 +1,6 @@
 /** Straightness: one implementation (core/flow/straightness.ts) behind the samplers' measures. */
 import assert from "node:assert/strict";
-import { PathStats } from "../../core/flow/straightness.ts";
+import { PathStats, perSampleMse } from "../../core/flow/straightness.ts";
 import { straightness, type VelocityModel } from "../../core/schedulers/flow_samplers.ts";
 import { FLOW_EPS } from "../../core/flow/time.ts";
 
@@ -13,6 +13,7 @@ Deno.test("PathStats: K|d|^2 - 2 d·Σv + Σ|v|^2 equals the direct mean of |d -
   const x0 = randn(B * n), x1 = randn(B * n);
   const st = new PathStats(B, n);
   for (const v of vs) st.add(v);
+  assert.equal(st.evaluations, K);
   const got = st.straightness(x0, x1);
   for (let b = 0; b < B; b++) {
     let want = 0;
@@ -23,6 +24,23 @@ Deno.test("PathStats: K|d|^2 - 2 d·Σv + Σ|v|^2 equals the direct mean of |d -
     }
     assert.ok(Math.abs(got[b] - want) < 1e-12 * Math.max(1, want), `${got[b]} vs ${want}`);
   }
+});
+
+Deno.test("PathStats: a straight constant-speed path has straightness 0", () => {
+  const B = 2, n = 6;
+  const v = randn(B * n);
+  const x0 = randn(B * n);
+  const x1 = x0.map((x, j) => x + v[j]);
+  const st = new PathStats(B, n);
+  for (let k = 0; k < 5; k++) st.add(v);
+  for (const s of st.straightness(x0, x1)) assert.ok(s < 1e-15, String(s));
+  assert.throws(() => st.add(new Float32Array(3)), /expected 2 x 6/);
+  assert.throws(() => new PathStats(1, 2).straightness([0, 0], [0, 0]), /no velocity/);
+});
+
+Deno.test("perSampleMse", () => {
+  assert.deepEqual(perSampleMse([1, 2, 3, 4], [1, 0, 0, 4], 2, 2), [2, 4.5]);
+  assert.throws(() => perSampleMse([1], [1, 2], 1, 2), /expected 1 x 2/);
 });
 
 Deno.test("straightness: v = b t gives mean_j b_j^2 · Var(t_i); a constant field gives 0", async () => {
